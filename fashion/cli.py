@@ -1,0 +1,54 @@
+"""What every stage command shares: options and the way failures reach the user.
+
+A FashionError or an OSError (a path that cannot be read or written) prints one line and exits 1;
+Ctrl-C exits 130 and SIGTERM 143, after the stage's staged outputs are cleaned up. FASHION_DEBUG=1
+shows the traceback instead.
+"""
+
+import functools
+import os
+import signal
+import sys
+
+import click
+
+from fashion.errors import FashionError
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that cleanup code runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def stage_command(func):
+    """Wrap a click command's body so user-facing failures end in one line, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGTERM, _terminate)
+        if os.environ.get("FASHION_DEBUG"):
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except FashionError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
+        except KeyboardInterrupt:
+            click.echo("Interrupted; finished outputs were kept, partial ones removed.", err=True)
+            sys.exit(130)
+        except Terminated:
+            click.echo("Terminated; finished outputs were kept, partial ones removed.", err=True)
+            sys.exit(143)
+
+    return wrapper
+
+
+def params_option(func):
+    return click.option("--params", "params_path", default="params.yaml", show_default=True,
+                        type=click.Path(dir_okay=False),
+                        help="The params file; the whole file is validated first.")(func)

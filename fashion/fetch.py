@@ -1,0 +1,195 @@
+"""The fetch stage: get the four Fashion-MNIST files from the first source that serves them intact.
+
+A source is an http(s) URL, a file:// URL or a local directory holding the .gz files. Each file
+is decompressed and its content checked against a SHA-256 before anything is written; the data
+directory appears only when all four are verified, with a SHA256SUMS manifest beside them.
+"""
+
+import http.client
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import click
+
+from fashion import data, fileio
+from fashion.errors import FetchError
+
+# torchvision's mirror for Fashion-MNIST, then the dataset's own repository.
+DEFAULT_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+)
+MAX_BYTES = 512 * 2**20  # per file, compressed and decompressed: the largest is 47 MB
+CHUNK = 2**20
+LOCAL_HINT = ("set FASHION_MNIST_MIRROR to a directory or URL holding the four .gz files, for "
+              "example /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Source:
+    location: str  # a URL ending in '/' or a directory
+    is_url: bool
+
+    def name(self, filename: str) -> str:
+        return self.location + filename if self.is_url else str(Path(self.location) / filename)
+
+
+def parse_sources(text: str | None) -> list[Source]:
+    """Sources from FASHION_MNIST_MIRROR's comma-separated list, or the default mirrors."""
+    items = [item.strip() for item in (text or "").split(",") if item.strip()]
+    if not items:
+        return [Source(url, True) for url in DEFAULT_MIRRORS]
+    sources = []
+    for item in items:
+        scheme = urlsplit(item).scheme.lower()
+        if scheme in ("http", "https"):
+            sources.append(Source(item.rstrip("/") + "/", True))
+        elif scheme == "file":
+            sources.append(Source(url2pathname(urlsplit(item).path), False))
+        elif "://" in item:
+            raise FetchError(f"FASHION_MNIST_MIRROR: {item!r} is not supported; "
+                             "give http(s):// or file:// URLs or directories")
+        else:
+            sources.append(Source(item, False))
+    return sources
+
+
+def expected_checksums(path: str | None) -> dict[str, str]:
+    """The built-in checksums, or those of the file FASHION_MNIST_CHECKSUMS names."""
+    if not path:
+        return dict(data.SHA256)
+    try:
+        checksums = data.parse_checksums(Path(path).read_text(), path)
+    except OSError as exc:
+        raise FetchError(f"FASHION_MNIST_CHECKSUMS: cannot read {path} ({exc.strerror})") from None
+    missing = [name for pair in data.SPLITS.values() for name in pair if name not in checksums]
+    if missing:
+        raise FetchError(f"FASHION_MNIST_CHECKSUMS: {path} lists no checksum for {', '.join(missing)}")
+    return checksums
+
+
+class _Rejected(Exception):
+    """This source did not deliver this file; the next source is tried."""
+
+
+class _Transient(Exception):
+    """A failure worth retrying on the same source."""
+
+
+class _NoOddRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise _Rejected(f"redirected to {newurl}, which is not http(s)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_opener = urllib.request.build_opener(_NoOddRedirects)
+
+
+def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
+    try:
+        response = _opener.open(urllib.request.Request(url, headers={"User-Agent": "fashion-fetch"}),
+                                timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise _Transient(f"HTTP {exc.code}") from None
+        raise _Rejected(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Transient(f"{'timed out' if isinstance(reason, TimeoutError) else reason}") from None
+    with response:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > max_bytes:
+            raise _Rejected(f"serves {declared} bytes, more than the limit of {max_bytes}")
+        total = int(declared) if declared and declared.isdigit() else 0
+        chunks, received = [], 0
+        with click.progressbar(length=total or max_bytes, label=url.rsplit("/", 1)[-1],
+                               file=sys.stderr, show_percent=bool(total)) as bar:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (TimeoutError, socket.timeout):
+                    raise _Transient("timed out while downloading") from None
+                except (http.client.HTTPException, OSError) as exc:
+                    raise _Transient(f"download broke off ({type(exc).__name__})") from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > max_bytes:
+                    raise _Rejected(f"sent more than the limit of {max_bytes} bytes; cut off")
+                chunks.append(chunk)
+                bar.update(len(chunk))
+        if total and received != total:
+            raise _Transient(f"download broke off after {received} of {total} bytes")
+        return b"".join(chunks)
+
+
+def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes: int) -> bytes:
+    if not source.is_url:
+        path = Path(source.location) / filename
+        if not path.is_file():
+            raise _Rejected("no such file")
+        if path.stat().st_size > max_bytes:
+            raise _Rejected(f"larger than the limit of {max_bytes} bytes")
+        return path.read_bytes()
+    for attempt in range(retries + 1):
+        try:
+            return _http_get(source.name(filename), timeout, max_bytes)
+        except _Transient as exc:
+            if attempt == retries:
+                raise _Rejected(f"{exc} ({attempt + 1} attempts)") from None
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _gunzip(raw: bytes, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=31)  # 31: gzip container
+    try:
+        content = inflater.decompress(raw, max_bytes + 1)
+    except zlib.error:
+        raise _Rejected(f"not gzip data (it starts with {raw[:24]!r})") from None
+    if len(content) > max_bytes:
+        raise _Rejected(f"decompresses to more than the limit of {max_bytes} bytes")
+    if not inflater.eof:
+        raise _Rejected("truncated gzip data")
+    return content
+
+
+def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float, retries: int,
+               max_bytes: int) -> bytes:
+    """The verified content of one file from the first source that has it intact."""
+    failures = []
+    for source in sources:
+        try:
+            content = _gunzip(_read(source, name + ".gz", timeout, retries, max_bytes), max_bytes)
+            if data.sha256(content) != digest:
+                raise _Rejected(f"content has SHA-256 {data.sha256(content)[:16]}..., "
+                                f"expected {digest[:16]}...")
+            return content
+        except _Rejected as exc:
+            failures.append(f"  {source.name(name + '.gz')}: {exc}")
+    raise FetchError(f"no source delivered a verified {name}.gz; tried:\n" + "\n".join(failures)
+                     + f"\nTo use a local copy, {LOCAL_HINT}.")
+
+
+def run(*, dest: Path, mirror: str | None, checksums: str | None, timeout: float, retries: int,
+        max_bytes: int = MAX_BYTES) -> None:
+    """The fetch stage: verify all four files, then move them into `dest` together."""
+    sources = parse_sources(mirror)
+    expected = expected_checksums(checksums)
+    names = [name for pair in data.SPLITS.values() for name in pair]
+    with fileio.staged_dir(dest) as staging:
+        for name in names:
+            content = fetch_file(name, expected[name], sources, timeout=timeout, retries=retries,
+                                 max_bytes=max_bytes)
+            (staging / name).write_bytes(content)
+        (staging / data.MANIFEST).write_text(data.format_checksums({n: expected[n] for n in names}))
+    click.echo(f"fetched and verified {len(names)} files into {dest}", err=True)

@@ -1,0 +1,70 @@
+"""The tutorial's network and how its weights are saved and loaded."""
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fashion import fileio
+from fashion.determinism import derived_seed
+from fashion.errors import FashionError
+
+
+class Net(nn.Module):
+    """LeNet-style CNN of the tutorial, with its layer and parameter names."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5)         # 1x28x28 -> 6x24x24, pooled to 6x12x12
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)        # -> 16x8x8, pooled to 16x4x4
+        self.fc1 = nn.Linear(16 * 4 * 4, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = x.flatten(1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def initial_net(seed: int) -> Net:
+    """A Net with PyTorch's default initialisation, drawn from the seed's 'init' stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, "init"))
+        return Net()
+
+
+def save(net: Net, path: str | Path) -> None:
+    """Save the state_dict on the CPU; the same weights always give the same bytes."""
+    buffer = io.BytesIO()  # a file name would end up inside the zip archive; a buffer's does not
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buffer)
+    fileio.write_bytes(path, buffer.getvalue())
+
+
+def load(path: str | Path) -> Net:
+    """Load weights saved by `save`. weights_only=True: a weights file cannot run code."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FashionError(f"{path} not found: run `dvc repro train` first") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FashionError(f"{path} is not a loadable weights file ({first_line}): "
+                           "run `dvc repro --force train`") from None
+    net = Net()
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise FashionError(f"{path} holds weights of another architecture ({detail}): "
+                           "run `dvc repro --force train`") from None
+    return net

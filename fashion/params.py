@@ -1,0 +1,86 @@
+"""What each key of params.yaml means and which values it accepts.
+
+params.yaml holds the values (the tutorial's hyperparameters by default); this module holds the
+rules. Every stage validates the whole file before doing any work, then reads only its own keys.
+"""
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ruamel.yaml import YAML, YAMLError
+
+from fashion.errors import ParamsError
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: type
+    allowed: str
+    check: Callable[[Any], bool]
+    help: str
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+RULES: dict[str, Rule] = {
+    "seed": Rule(int, "an integer >= 0", lambda v: 0 <= v < 2**63,
+                 "seeds every random draw: initial weights, batch order, embedding sample"),
+    "lr": Rule(float, "a number > 0", lambda v: v > 0, "SGD learning rate"),
+    "momentum": Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
+    "batch_size": Rule(int, "an integer >= 1", lambda v: v >= 1, "training mini-batch size"),
+    "epochs": Rule(int, "an integer >= 1", lambda v: v >= 1, "passes over the training set"),
+    "log_every": Rule(int, "an integer >= 1", lambda v: v >= 1,
+                      "mini-batches between TensorBoard loss scalars and prediction figures"),
+    "embedding_samples": Rule(int, "an integer >= 1", lambda v: v >= 1,
+                              "training images shown in the embedding projector"),
+    "device": Rule(str, "one of " + ", ".join(DEVICES), lambda v: v in DEVICES,
+                   "auto picks CUDA when PyTorch sees a GPU, else the CPU"),
+}
+
+
+def _typed(key: str, value: Any) -> Any:
+    kind = RULES[key].kind
+    # YAML booleans are ints to Python; a float-valued key accepts an integer such as `lr: 1`.
+    if isinstance(value, bool):
+        return None
+    if kind is float and isinstance(value, int):
+        return float(value)
+    return value if isinstance(value, kind) else None
+
+
+def validate(values: Any, source: str = "params.yaml") -> dict[str, Any]:
+    """Check every key and value; return them with float keys as floats."""
+    if not isinstance(values, dict):
+        raise ParamsError(f"{source} must be a mapping of keys to values, such as `lr: 0.001`")
+    checked = {}
+    for key, value in values.items():
+        if key not in RULES:
+            near = difflib.get_close_matches(str(key), RULES, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ParamsError(f"{source}: unknown key '{key}'; {hint}known keys: {', '.join(RULES)}")
+        rule = RULES[key]
+        typed = _typed(key, value)
+        if typed is None or not rule.check(typed):
+            raise ParamsError(f"{source}: {key} must be {rule.allowed}, got {value!r}")
+        checked[key] = typed
+    return checked
+
+
+def load(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Validate the whole params file, then return the keys a stage reads."""
+    path = Path(path)
+    try:
+        # ruamel.yaml is the parser DVC uses, so `lr: 1e-3` is a float to both (PyYAML reads a string).
+        values = YAML(typ="safe", pure=True).load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
+    except YAMLError as exc:
+        raise ParamsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    checked = validate(values, str(path))
+    missing = [key for key in keys if key not in checked]
+    if missing:
+        needs = "; ".join(f"{key} ({RULES[key].allowed})" for key in missing)
+        raise ParamsError(f"{path} lacks {needs}")
+    return {key: checked[key] for key in keys}

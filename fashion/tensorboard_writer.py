@@ -1,0 +1,52 @@
+"""A SummaryWriter whose logdir has the same bytes whenever the logged values are the same.
+
+TensorBoard names event files after the time, host and process and stamps every record with the
+wall time, so two identical runs would give logdirs with different hashes: DVC would see a changed
+output on every rerun and `dvc pull` could never be checked against a rerun. TensorBoard has no
+switch for this, so on close the events are rewritten into one file with a fixed name and zero
+wall times (training time is in the stage's output and the benchmark, not in the logs). The
+logdir is built beside its destination and moved into place only when the stage succeeds.
+"""
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.summary.writer.record_writer import RecordWriter
+from torch.utils.tensorboard import SummaryWriter
+
+from fashion import fileio
+
+EVENT_FILE = "events.out.tfevents.0000000000.fashion"
+
+
+def canonicalize(logdir: Path) -> None:
+    """Merge the event files of each directory under `logdir` into EVENT_FILE with zero wall times."""
+    directories = sorted({p.parent for p in logdir.rglob("*tfevents*")})
+    for directory in directories:
+        sources = sorted(directory.glob("*tfevents*"))
+        events = []
+        for source in sources:
+            for record in RawEventFileLoader(str(source)).Load():
+                event = Event.FromString(record)  # as written: no conversion to newer summary forms
+                event.wall_time = 0.0
+                events.append(event)
+            source.unlink()
+        with open(directory / EVENT_FILE, "wb") as f:
+            writer = RecordWriter(f)
+            for event in events:
+                writer.write(event.SerializeToString(deterministic=True))
+
+
+@contextlib.contextmanager
+def run_writer(logdir: str | Path) -> Iterator[SummaryWriter]:
+    """A SummaryWriter for one stage's logdir, which replaces `logdir` only on success."""
+    with fileio.staged_dir(logdir) as staging:
+        writer = SummaryWriter(str(staging))
+        try:
+            yield writer
+        finally:
+            writer.close()
+        canonicalize(staging)

@@ -1,0 +1,192 @@
+"""Training: the tutorial's SGD loop over seeded mini-batches of a device-resident dataset."""
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import torch
+import torch.nn.functional as F
+
+from fashion import data, determinism, fileio, model, provenance
+from fashion.errors import TrainingError
+from fashion.figures import predictions_figure
+from fashion.tensorboard_writer import run_writer
+
+PARAMS = ("seed", "lr", "momentum", "batch_size", "epochs", "log_every", "device")
+
+
+@dataclass(frozen=True)
+class LogPoint:
+    step: int        # 0-based index of the window's last mini-batch: the tutorial's x axis
+    loss: float      # mean mini-batch loss over the window: the tutorial's running_loss / 1000
+    accuracy: float  # share of the window's samples the network classified right before each update
+    lr: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    points: list[LogPoint]  # one per log_every mini-batches
+    final: LogPoint         # the last window, full or not: what the metrics report
+    steps: int
+
+
+OnLog = Callable[[LogPoint, torch.Tensor, torch.Tensor], None]
+
+
+def cpu_threads(batch_size: int) -> int:
+    """Threads for a CPU run; results are the same for any count (see determinism.configure).
+
+    At small batches each operation is too small to split: one thread beats two.
+    """
+    return 1 if batch_size < 32 else torch.get_num_threads()
+
+
+def _sgd_step(net, optimizer, images, labels, idx, loss_sum, correct):
+    """Forward, backward and update on images[idx]; tallies stay on the device (no sync)."""
+    x, y = images.index_select(0, idx), labels.index_select(0, idx)
+    out = net(x)
+    loss = F.cross_entropy(out, y)
+    loss.backward()
+    optimizer.step()
+    loss_sum.add_(loss.detach())
+    correct.add_((out.argmax(1) == y).sum())
+    return x, y
+
+
+class _CudaGraphStep:
+    """The SGD step captured once as a CUDA graph and replayed for every full mini-batch.
+
+    At the tutorial's batch of 4 a step is some 60 tiny kernels, and launching them costs more
+    than running them; a replay is one launch. Short final batches run eagerly.
+    """
+
+    def __init__(self, net, optimizer, images, labels, batch_size, loss_sum, correct):
+        self.eager = (net, optimizer, images, labels)
+        self.tallies = (loss_sum, correct)
+        self.idx = torch.arange(batch_size, device=images.device)
+        params = list(net.parameters())
+        saved = [p.detach().clone() for p in params]
+        # Capture needs a few eager steps first (lazy state, cuBLAS workspaces); they train,
+        # so the weights, momentum and tallies are put back afterwards.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                optimizer.zero_grad(set_to_none=True)
+                _sgd_step(net, optimizer, images, labels, self.idx, loss_sum, correct)
+        torch.cuda.current_stream().wait_stream(side)
+        optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.x, self.y = _sgd_step(net, optimizer, images, labels, self.idx, loss_sum, correct)
+        with torch.no_grad():
+            for p, p0 in zip(params, saved):
+                p.copy_(p0)
+            for state in optimizer.state.values():
+                if state.get("momentum_buffer") is not None:
+                    # A zero buffer makes the next update exactly the first one: 0 * m + g == g.
+                    state["momentum_buffer"].zero_()
+            loss_sum.zero_()
+            correct.zero_()
+
+    def __call__(self, idx):
+        if len(idx) != len(self.idx):
+            net, optimizer, images, labels = self.eager
+            optimizer.zero_grad(set_to_none=True)
+            return _sgd_step(net, optimizer, images, labels, idx, *self.tallies)
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return self.x, self.y
+
+
+def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, epochs: int,
+          log_every: int, seed: int, on_log: OnLog | None = None) -> TrainResult:
+    """Train `net` in place on normalised `images` (N, 1, 28, 28) and `labels`, both on its device.
+
+    Every `log_every` mini-batches, `on_log` gets the window's statistics and the last batch.
+    """
+    device = images.device
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    if device.type == "cuda" and batch_size <= len(images):
+        step = _CudaGraphStep(net, optimizer, images, labels, batch_size, loss_sum, correct)
+    else:
+        def step(idx):
+            optimizer.zero_grad(set_to_none=True)
+            return _sgd_step(net, optimizer, images, labels, idx, loss_sum, correct)
+
+    order = determinism.generator(seed, "batch-order")
+    points, steps, window_steps, window_samples = [], 0, 0, 0
+
+    def close_window() -> LogPoint:
+        nonlocal window_steps, window_samples
+        total, right = loss_sum.item(), correct.item()
+        if not math.isfinite(total):
+            raise TrainingError(f"training diverged: the loss was {total} by step {steps - 1} "
+                                f"(lr={lr}); lower lr in params.yaml")
+        point = LogPoint(steps - 1, total / window_steps, right / window_samples, lr)
+        loss_sum.zero_()
+        correct.zero_()
+        window_steps = window_samples = 0
+        return point
+
+    for epoch in range(epochs):
+        batches = data.epoch_batches(len(images), batch_size, order, device)
+        with click.progressbar(batches, label=f"epoch {epoch + 1}/{epochs}", file=sys.stderr,
+                               update_min_steps=max(1, len(batches) // 100)) as bar:
+            for idx in bar:
+                x, y = step(idx)
+                steps += 1
+                window_steps += 1
+                window_samples += len(idx)
+                if steps % log_every == 0:
+                    points.append(close_window())
+                    if on_log is not None:
+                        on_log(points[-1], x, y)
+        if window_steps and not math.isfinite(loss_sum.item()):
+            close_window()  # raises: a diverged epoch stops here, not at the next log point
+    final = close_window() if window_steps else points[-1]
+    return TrainResult(points, final, steps)
+
+
+def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
+        provenance_path: Path, plots_path: Path, logdir: Path) -> TrainResult:
+    """The train stage: fit the Net, log to TensorBoard, write weights, metrics and loss curve."""
+    device = determinism.configure(params["device"])
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(params["batch_size"]))
+    images, labels = data.load_split(data_dir, "train")
+    images, labels = data.normalize(images).to(device), labels.to(device)
+    net = model.initial_net(params["seed"]).to(device)
+
+    with run_writer(logdir) as writer:
+        def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
+            writer.add_scalar("training loss", point.loss, point.step)
+            writer.add_scalar("training accuracy", point.accuracy, point.step)
+            writer.add_scalar("learning rate", point.lr, point.step)
+            with torch.no_grad():
+                probs = F.softmax(net(x), dim=1)
+            writer.add_figure("predictions vs. actuals", predictions_figure(x, y, probs), point.step)
+
+        start = time.perf_counter()
+        result = train(net, images, labels, on_log=log,
+                       **{k: params[k] for k in PARAMS if k != "device"})
+        seconds = time.perf_counter() - start
+
+    model.save(net, model_path)
+    fileio.write_text(plots_path, "step,loss,accuracy\n" + "".join(
+        f"{p.step},{p.loss!r},{p.accuracy!r}\n" for p in result.points))
+    fileio.write_json(metrics_path, {
+        "loss": result.final.loss,
+        "accuracy": result.final.accuracy,
+        "steps": result.steps,
+    })
+    fileio.write_json(provenance_path, provenance.record(device, params, data_dir))
+    click.echo(f"trained {result.steps} steps in {seconds:.1f} s "
+               f"({result.steps / seconds:.0f} steps/s) on {device}", err=True)
+    return result

@@ -1,0 +1,41 @@
+"""The visualize stage: what the tutorial shows before training.
+
+An image grid of the first training mini-batch, the model graph, and the embedding projector of a
+seeded random sample of training images with class names and the images themselves as sprites.
+"""
+
+import warnings
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid
+
+from fashion import data, determinism, model
+from fashion.errors import ParamsError
+from fashion.tensorboard_writer import run_writer
+
+PARAMS = ("seed", "batch_size", "embedding_samples")
+
+
+def run(*, params: dict, data_dir: Path, logdir: Path) -> None:
+    determinism.configure("cpu")  # a few small tensors: the CPU is enough on any machine
+    images, labels = data.load_split(data_dir, "train")
+    if params["embedding_samples"] > len(images):
+        raise ParamsError(f"params.yaml: embedding_samples is {params['embedding_samples']} but the "
+                          f"training set has {len(images)} images; choose at most {len(images)}")
+    # The batch the train stage starts with: same seed, same batch size, same order.
+    first = data.epoch_batches(len(images), params["batch_size"],
+                               determinism.generator(params["seed"], "batch-order"))[0]
+    batch = data.normalize(images[first])
+    sample = torch.randperm(len(images), generator=determinism.generator(params["seed"], "embedding"))
+    sample = sample[:params["embedding_samples"]]
+    pixels = images[sample].float().div(255)  # raw pixels as features, as in the tutorial
+
+    with run_writer(logdir) as writer:
+        writer.add_image("fashion_mnist_images", make_grid(data.unnormalize(batch)))
+        with warnings.catch_warnings():
+            # add_graph traces with torch.jit.trace, which PyTorch now marks deprecated.
+            warnings.simplefilter("ignore", FutureWarning)
+            writer.add_graph(model.initial_net(params["seed"]), batch)
+        writer.add_embedding(pixels.flatten(1), metadata=[data.CLASSES[i] for i in labels[sample]],
+                             label_img=pixels.unsqueeze(1))

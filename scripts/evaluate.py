@@ -1,0 +1,42 @@
+"""Evaluate the trained network on the test set (DVC stage 'evaluate')."""
+
+import sys
+from pathlib import Path
+
+# Import fashion/ from this checkout, which is also right in the copies DVC runs experiments in.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+
+from fashion import cli, evaluation, params
+
+
+@click.command(epilog=f"Reads params.yaml keys: {', '.join(evaluation.PARAMS)}.")
+@cli.params_option
+@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
+              type=click.Path(path_type=Path), help="Directory written by the fetch stage.")
+@click.option("--model", "model_path", default="models/model.pt", show_default=True,
+              type=click.Path(path_type=Path), help="Weights written by the train stage.")
+@click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
+              type=click.Path(path_type=Path), help="Test metrics (JSON).")
+@click.option("--provenance", "provenance_path", default="metrics/provenance/evaluate.json",
+              show_default=True, type=click.Path(path_type=Path),
+              help="Code, params, data, software and hardware of this run (JSON).")
+@click.option("--confusion", "confusion_path", default="plots/confusion.csv", show_default=True,
+              type=click.Path(path_type=Path), help="Actual and predicted class per test image (CSV).")
+@click.option("--pr-dir", default="plots/pr", show_default=True, type=click.Path(path_type=Path),
+              help="One precision-recall CSV per class.")
+@click.option("--logdir", default="runs/evaluate", show_default=True, type=click.Path(path_type=Path),
+              help="TensorBoard logdir to write (replaced on success).")
+@cli.stage_command
+def main(params_path, data_dir, model_path, metrics_path, provenance_path, confusion_path, pr_dir,
+         logdir):
+    """Predict the test set in one pass; write metrics, PR curves and confusion matrix data."""
+    p = params.load(params_path, evaluation.PARAMS)
+    evaluation.run(params=p, data_dir=data_dir, model_path=model_path, metrics_path=metrics_path,
+                   provenance_path=provenance_path, confusion_path=confusion_path, pr_dir=pr_dir,
+                   logdir=logdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Train the tutorial's network (DVC stage 'train')."""
+
+import sys
+from pathlib import Path
+
+# Import fashion/ from this checkout, which is also right in the copies DVC runs experiments in.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+
+from fashion import cli, params, training
+
+
+@click.command(epilog=f"Reads params.yaml keys: {', '.join(training.PARAMS)}.")
+@cli.params_option
+@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
+              type=click.Path(path_type=Path), help="Directory written by the fetch stage.")
+@click.option("--model", "model_path", default="models/model.pt", show_default=True,
+              type=click.Path(path_type=Path), help="Where to write the trained state_dict.")
+@click.option("--metrics", "metrics_path", default="metrics/train.json", show_default=True,
+              type=click.Path(path_type=Path), help="Training metrics (JSON).")
+@click.option("--provenance", "provenance_path", default="metrics/provenance/train.json",
+              show_default=True, type=click.Path(path_type=Path),
+              help="Code, params, data, software and hardware of this run (JSON).")
+@click.option("--plots", "plots_path", default="plots/train_loss.csv", show_default=True,
+              type=click.Path(path_type=Path), help="Loss and accuracy per log step (CSV).")
+@click.option("--logdir", default="runs/train", show_default=True, type=click.Path(path_type=Path),
+              help="TensorBoard logdir to write (replaced on success).")
+@cli.stage_command
+def main(params_path, data_dir, model_path, metrics_path, provenance_path, plots_path, logdir):
+    """Train with SGD and momentum; every log_every mini-batches log the running loss, accuracy,
+    learning rate and the 'predictions vs. actuals' figure.
+    """
+    p = params.load(params_path, training.PARAMS)
+    training.run(params=p, data_dir=data_dir, model_path=model_path, metrics_path=metrics_path,
+                 provenance_path=provenance_path, plots_path=plots_path, logdir=logdir)
+
+
+if __name__ == "__main__":
+    main()

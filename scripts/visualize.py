@@ -1,0 +1,28 @@
+"""TensorBoard views before training (DVC stage 'visualize')."""
+
+import sys
+from pathlib import Path
+
+# Import fashion/ from this checkout, which is also right in the copies DVC runs experiments in.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+
+from fashion import cli, params, visualize
+
+
+@click.command(epilog=f"Reads params.yaml keys: {', '.join(visualize.PARAMS)}.")
+@cli.params_option
+@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
+              type=click.Path(path_type=Path), help="Directory written by the fetch stage.")
+@click.option("--logdir", default="runs/visualize", show_default=True, type=click.Path(path_type=Path),
+              help="TensorBoard logdir to write (replaced on success).")
+@cli.stage_command
+def main(params_path, data_dir, logdir):
+    """Log the first training batch as an image grid, the model graph and the embedding projector."""
+    p = params.load(params_path, visualize.PARAMS)
+    visualize.run(params=p, data_dir=data_dir, logdir=logdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from fashion import data, synthetic
+from fashion.errors import DataError
+
+
+@pytest.fixture
+def data_dir(tmp_path, dataset):
+    """A data directory as fetch leaves it: decompressed files and SHA256SUMS."""
+    mirror, checksums = dataset
+    out = tmp_path / "data"
+    out.mkdir()
+    for name in data.SHA256:
+        (out / name).write_bytes(gzip.decompress((mirror / f"{name}.gz").read_bytes()))
+    (out / data.MANIFEST).write_text(checksums.read_text())
+    return out
+
+
+def test_load_split_shapes_and_types(data_dir):
+    images, labels = data.load_split(data_dir, "train")
+    assert images.shape == (200, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (200,) and labels.dtype == torch.int64
+    assert set(labels.tolist()) == set(range(10))
+    assert data.load_split(data_dir, "test")[0].shape == (100, 28, 28)
+
+
+def test_a_changed_file_is_refused_by_name(data_dir):
+    path = data_dir / "train-images-idx3-ubyte"
+    content = bytearray(path.read_bytes())
+    content[100] ^= 1
+    path.write_bytes(bytes(content))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte does not match its checksum"):
+        data.load_split(data_dir, "train")
+
+
+def test_a_truncated_file_is_refused(data_dir):
+    path = data_dir / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte does not match"):
+        data.load_split(data_dir, "test")
+
+
+def test_missing_data_says_to_fetch(tmp_path):
+    with pytest.raises(DataError, match="run `dvc repro fetch` first"):
+        data.load_split(tmp_path, "train")
+
+
+def test_parse_idx_checks_magic_and_size():
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    encoded = synthetic.idx_bytes(array)
+    assert np.array_equal(data.parse_idx(encoded, "x"), array)
+    with pytest.raises(DataError, match="not an IDX file"):
+        data.parse_idx(b"<html>" + encoded, "x")
+    with pytest.raises(DataError, match="do not fit the shape"):
+        data.parse_idx(encoded[:-1], "x")
+
+
+def test_parse_checksums_rejects_malformed_lines():
+    good = "a" * 64 + "  train-images-idx3-ubyte\n"
+    assert data.parse_checksums(good, "f") == {"train-images-idx3-ubyte": "a" * 64}
+    with pytest.raises(DataError, match="line 1"):
+        data.parse_checksums("abc  file\n", "f")
+
+
+def test_normalize_matches_torchvision_transforms():
+    import torchvision.transforms as T
+    from PIL import Image
+
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    tutorial = T.Compose([T.ToTensor(), T.Normalize((0.5,), (0.5,))])
+    expected = torch.stack([tutorial(Image.fromarray(img.numpy(), mode="L")) for img in images])
+    assert torch.equal(data.normalize(images), expected)
+
+
+def test_epoch_batches_cover_every_index_once_and_repeat_with_the_seed():
+    def order(seed):
+        return data.epoch_batches(10, 4, torch.Generator().manual_seed(seed))
+
+    batches = order(1)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(torch.cat(batches).tolist()) == list(range(10))
+    assert all(torch.equal(a, b) for a, b in zip(batches, order(1)))
+    assert not all(torch.equal(a, b) for a, b in zip(batches, order(2)))

@@ -1,0 +1,75 @@
+import re
+
+import pytest
+
+from fashion import params
+from fashion.errors import ParamsError
+from tests.conftest import ROOT
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_committed_params_are_valid_and_complete():
+    values = params.load(ROOT / "params.yaml", tuple(params.RULES))
+    assert values == {"seed": 0, "lr": 0.001, "momentum": 0.9, "batch_size": 4, "epochs": 1,
+                      "log_every": 1000, "embedding_samples": 100, "device": "auto"}
+
+
+def test_readme_params_table_matches_params_yaml():
+    readme = (ROOT / "README.md").read_text()
+    values = params.load(ROOT / "params.yaml", tuple(params.RULES))
+    for key, value in values.items():
+        assert re.search(rf"^\| `{key}` \| `{value}` \|", readme, re.M), f"README lacks a row for {key}"
+
+
+def test_returns_only_requested_keys(tmp_path):
+    path = write(tmp_path, "lr: 0.01\nseed: 3\n")
+    assert params.load(path, ("lr",)) == {"lr": 0.01}
+
+
+def test_yaml_exponent_is_a_float(tmp_path):
+    # PyYAML would read 1e-3 as a string; DVC's parser, and ours, read a float.
+    assert params.load(write(tmp_path, "lr: 1e-3\n"), ("lr",)) == {"lr": 0.001}
+
+
+def test_integer_accepted_for_float(tmp_path):
+    assert params.load(write(tmp_path, "lr: 1\n"), ("lr",)) == {"lr": 1.0}
+
+
+@pytest.mark.parametrize("text, key", [
+    ("lr: abc", "lr"), ("lr: 0", "lr"), ("lr: -0.1", "lr"),
+    ("batch_size: 0", "batch_size"), ("batch_size: 4.5", "batch_size"), ("batch_size: true", "batch_size"),
+    ("epochs: 0", "epochs"), ("momentum: 1", "momentum"), ("momentum: -0.1", "momentum"),
+    ("log_every: 0", "log_every"), ("embedding_samples: 0", "embedding_samples"),
+    ("seed: -1", "seed"), ("seed: 1.5", "seed"), ("device: tpu", "device"), ("lr: null", "lr"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, text, key):
+    with pytest.raises(ParamsError, match=rf"{key} must be {re.escape(params.RULES[key].allowed)}"):
+        params.load(write(tmp_path, text + "\n"), ())
+
+
+def test_unknown_key_is_refused_with_a_suggestion(tmp_path):
+    with pytest.raises(ParamsError, match=r"unknown key 'batchsize'; did you mean 'batch_size'\?"):
+        params.load(write(tmp_path, "batchsize: 4\n"), ())
+    with pytest.raises(ParamsError, match=r"unknown key 'learning_rate'.*known keys: seed, lr"):
+        params.load(write(tmp_path, "learning_rate: 0.01\n"), ())
+
+
+def test_missing_key_names_it(tmp_path):
+    with pytest.raises(ParamsError, match=r"lacks lr \(a number > 0\)"):
+        params.load(write(tmp_path, "seed: 1\n"), ("seed", "lr"))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        params.load(tmp_path / "absent.yaml", ())
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        params.load(write(tmp_path, "lr: [0.1\n"), ())
+    with pytest.raises(ParamsError, match="must be a mapping"):
+        params.load(write(tmp_path, "- lr\n"), ())
+    with pytest.raises(ParamsError, match="must be a mapping"):
+        params.load(write(tmp_path, ""), ())

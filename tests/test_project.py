@@ -1,0 +1,74 @@
+"""The project's facts agree with each other: dvc.yaml, the stage scripts, their modules."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+from ruamel.yaml import YAML
+
+from fashion import data, evaluation, training, visualize
+from tests.conftest import ROOT
+
+DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+STAGE_PARAMS = {"fetch": (), "visualize": visualize.PARAMS, "train": training.PARAMS,
+                "evaluate": evaluation.PARAMS}
+
+
+def out_paths(entries):
+    return {e if isinstance(e, str) else next(iter(e)) for e in entries or []}
+
+
+def script_command(stage):
+    spec = importlib.util.spec_from_file_location(f"stage_{stage}", ROOT / f"scripts/{stage}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def imported_package_files(stage):
+    code = ("import runpy, sys\nsys.argv = ['x', '--help']\n"
+            f"try: runpy.run_path('scripts/{stage}.py', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "import json; print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items()"
+            " if n.startswith('fashion.'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    return {str(p).removeprefix(str(ROOT) + "/") for p in json.loads(done.stdout.splitlines()[-1])}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_lists_exactly_the_code_it_imports(stage):
+    deps = set(STAGES[stage]["deps"])
+    listed = {d for d in deps if d.startswith("fashion/")}
+    assert listed == imported_package_files(stage)
+    assert f"scripts/{stage}.py" in deps
+    assert STAGES[stage]["cmd"] == f"python scripts/{stage}.py"
+
+
+def test_package_init_holds_no_code():
+    # fashion/__init__.py is imported by every stage but listed by none: it must stay a docstring.
+    source = (ROOT / "fashion/__init__.py").read_text().strip()
+    assert source.startswith('"""') and source.endswith('"""') and source.count('"""') == 2
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_declares_exactly_the_params_it_reads(stage):
+    assert tuple(STAGES[stage].get("params", ())) == STAGE_PARAMS[stage]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_outputs_are_the_scripts_defaults(stage):
+    paths = {p.default for p in script_command(stage).params if isinstance(p.type, click.Path)}
+    inputs = set(STAGES[stage]["deps"]) | {"params.yaml"}
+    outs = out_paths(STAGES[stage].get("outs")) | out_paths(STAGES[stage].get("metrics"))
+    assert outs and outs == paths - inputs
+
+
+def test_pr_plot_lists_every_class_file():
+    pr = next(p for p in DVC_YAML["plots"] if "Precision-recall per class" in p)
+    files = set(pr["Precision-recall per class"]["y"])
+    assert files == {f"plots/pr/{slug}.csv" for slug in data.CLASS_SLUGS}

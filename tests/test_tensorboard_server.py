@@ -1,0 +1,114 @@
+"""The real TensorBoard server on the pipeline's logdir, queried over loopback HTTP."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fashion.data import CLASSES
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str, **query):
+    url = f"http://127.0.0.1:{port}/data/{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def serve(logdir: Path, env: dict):
+    """Start TensorBoard on a free loopback port; return (process, port) once it answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logdir),
+         "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"tensorboard exited {process.returncode}: {process.stderr.read()}")
+        try:
+            get(port, "plugins_listing")
+            return process, port
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("tensorboard did not answer within 60 s")
+
+
+def wait_for(port, path, check, timeout=60, **query):
+    """Poll until TensorBoard has loaded what `check` looks for; return the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = get(port, path, **query)
+        if check(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(pipeline, env):
+    process, port = serve(pipeline / "runs", env)
+    yield port
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def test_all_plugins_with_data_are_active(server):
+    listing = wait_for(server, "plugins_listing",
+                       lambda d: all(d.get(p, {}).get("enabled") for p in
+                                     ("scalars", "images", "graphs", "projector", "pr_curves")))
+    for plugin in ("scalars", "images", "graphs", "projector", "pr_curves"):
+        assert listing[plugin]["enabled"], plugin
+
+
+def test_scalars(server):
+    tags = wait_for(server, "plugin/scalars/tags", lambda d: "train" in d)
+    assert {"training loss", "training accuracy", "learning rate"} <= set(tags["train"])
+    points = get(server, "plugin/scalars/scalars", run="train", tag="training loss")
+    assert [step for _, step, _ in points] == [9, 19, 29, 39, 49]
+
+
+def test_images(server):
+    tags = wait_for(server, "plugin/images/tags", lambda d: {"train", "visualize"} <= set(d))
+    assert "fashion_mnist_images" in tags["visualize"]
+    assert "predictions vs. actuals" in tags["train"]
+    figures = get(server, "plugin/images/images", run="train", tag="predictions vs. actuals")
+    assert [f["step"] for f in figures] == [9, 19, 29, 39, 49]
+
+
+def test_graph(server):
+    info = wait_for(server, "plugin/graphs/info", lambda d: "visualize" in d)
+    assert info["visualize"]["run_graph"]
+
+
+def test_projector(server):
+    runs = wait_for(server, "plugin/projector/runs", lambda d: "visualize" in d)
+    assert runs == ["visualize"]
+    info = get(server, "plugin/projector/info", run="visualize")
+    embedding, = info["embeddings"]
+    assert embedding["tensorShape"] == [20, 784]
+    assert embedding["sprite"]["singleImageDim"] == [28, 28]
+    metadata = urllib.request.urlopen(
+        f"http://127.0.0.1:{server}/data/plugin/projector/metadata?" + urllib.parse.urlencode(
+            {"run": "visualize", "name": embedding["tensorName"]}), timeout=10).read().decode().splitlines()
+    assert len(metadata) == 20 and set(metadata) <= set(CLASSES)
+
+
+def test_pr_curves(server):
+    tags = wait_for(server, "plugin/pr_curves/tags", lambda d: "evaluate" in d)
+    assert set(tags["evaluate"]) == set(CLASSES)

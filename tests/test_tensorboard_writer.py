@@ -1,0 +1,39 @@
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+from fashion.tensorboard_writer import EVENT_FILE, run_writer
+
+
+def write_some(logdir):
+    with run_writer(logdir) as writer:
+        for step in range(3):
+            writer.add_scalar("loss", 1.0 / (step + 1), step)
+        writer.add_image("grid", torch.linspace(0, 1, 3 * 8 * 8).view(3, 8, 8))
+        writer.add_pr_curve("class", torch.tensor([1, 0, 1]), torch.tensor([0.9, 0.4, 0.3]), 0)
+
+
+def files(logdir):
+    return {str(p.relative_to(logdir)): p.read_bytes() for p in sorted(logdir.rglob("*")) if p.is_file()}
+
+
+def test_same_values_give_the_same_bytes(tmp_path):
+    write_some(tmp_path / "a")
+    write_some(tmp_path / "b")
+    assert list(files(tmp_path / "a")) == [EVENT_FILE]
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    events = list(LegacyEventFileLoader(str(tmp_path / "a" / EVENT_FILE)).Load())
+    assert all(e.wall_time == 0 for e in events)
+    assert [v.simple_value for e in events if e.HasField("summary") for v in e.summary.value
+            if v.tag == "loss"] == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_a_failed_stage_leaves_the_previous_logdir_and_no_debris(tmp_path):
+    write_some(tmp_path / "logs")
+    before = files(tmp_path / "logs")
+    with pytest.raises(RuntimeError):
+        with run_writer(tmp_path / "logs") as writer:
+            writer.add_scalar("loss", 5.0, 0)
+            raise RuntimeError("stage failed")
+    assert files(tmp_path / "logs") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]

@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fashion import data, determinism, model, synthetic, training
+from fashion.errors import TrainingError
+
+HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=7, seed=3)
+
+
+@pytest.fixture(scope="module")
+def train_set():
+    images, labels = synthetic.make_split(50, np.random.default_rng(0))
+    return data.normalize(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
+
+
+def fit(train_set, **changes):
+    determinism.configure("cpu")
+    hyper = {**HYPER, **changes}
+    net = model.initial_net(hyper["seed"])
+    logged = []
+    result = training.train(net, *train_set, **hyper,
+                            on_log=lambda point, x, y: logged.append((point, x.clone(), y.clone())))
+    return net, result, logged
+
+
+def weights(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed):
+    """The tutorial's loop as written, over the same batches: the reference for `train`."""
+    images, labels = train_set
+    net = model.initial_net(seed)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    order = determinism.generator(seed, "batch-order")
+    losses, running, step = [], 0.0, 0
+    for _ in range(epochs):
+        for idx in data.epoch_batches(len(images), batch_size, order):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(net(images[idx]), labels[idx])
+            loss.backward()
+            optimizer.step()
+            running += loss.item()
+            step += 1
+            if step % log_every == 0:
+                losses.append((step - 1, running / log_every))
+                running = 0.0
+    return net, losses
+
+
+def test_same_weights_and_losses_as_the_tutorials_loop(train_set):
+    net, result, _ = fit(train_set)
+    reference, losses = tutorial_loop(train_set, **HYPER)
+    assert torch.equal(weights(net), weights(reference))
+    assert [(p.step, p.loss) for p in result.points] == losses
+
+
+def test_log_points_fall_every_log_every_steps_across_epochs(train_set):
+    _, result, logged = fit(train_set)
+    steps_per_epoch = 13  # 50 images in batches of 4: 12 full and one of 2
+    assert result.steps == 2 * steps_per_epoch
+    assert [p.step for p in result.points] == [6, 13, 20]
+    assert [len(x) for _, x, _ in logged] == [4, 4, 4]
+    assert all(0 <= p.accuracy <= 1 and p.lr == HYPER["lr"] for p in result.points)
+    assert result.final.step == 25  # the final, partial window
+
+
+def test_rerun_gives_identical_weights(train_set):
+    assert torch.equal(weights(fit(train_set)[0]), weights(fit(train_set)[0]))
+
+
+def test_thread_count_does_not_change_results(train_set):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = weights(fit(train_set, batch_size=16)[0])
+        torch.set_num_threads(2)
+        two = weights(fit(train_set, batch_size=16)[0])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_seed_changes_results(train_set):
+    assert not torch.equal(weights(fit(train_set)[0]), weights(fit(train_set, seed=4)[0]))
+
+
+def test_batch_larger_than_dataset(train_set):
+    _, result, _ = fit(train_set, batch_size=64, epochs=1, log_every=1)
+    assert result.steps == 1 and [p.step for p in result.points] == [0]
+
+
+def test_divergence_stops_with_the_step(train_set):
+    with pytest.raises(TrainingError, match=r"training diverged: the loss was (nan|inf) by step \d+ "
+                                            r"\(lr=1e\+20\); lower lr"):
+        fit(train_set, lr=1e20, log_every=1000)
