@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard test bench clean
+.PHONY: help setup repro tensorboard test bench bench-quick clean
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -35,6 +35,70 @@ tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set HOST, 
 test: setup ## Run the test suite (offline, synthetic data)
 	python -m pytest $(PYTEST_ARGS)
 
+bench: setup ## Time the tutorial against the stages on the fetched data (about 3 minutes on 2 cores)
+	python scripts/bench.py --json bench-results/$(shell date +%Y%m%d-%H%M%S).json $(BENCH_ARGS)
+
+bench-quick: setup ## Check that the benchmark runs: 300 steps on generated data
+	python scripts/bench.py --quick
+
 clean: ## Remove DVC-cached outputs from the workspace (dvc checkout or dvc repro restores them)
 	rm -rf data/fashion-mnist runs models .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+# ---- Docker -------------------------------------------------------------------------------------
+# One image for GPU and CPU hosts (see Dockerfile). The checkout is bind-mounted at /workspace and
+# the container runs as your uid, so everything it writes there belongs to you. Variables:
+#   TORCH_FLAVOUR      PyTorch wheel flavour for docker-build: empty = PyPI's CUDA 13.0 build
+#                      (driver >= 580.65.06), cpu = CPU only, cu126 = CUDA 12.6, ...
+#   DOCKER_GPUS        default `--gpus all` when `nvidia-smi -L` works on this host, else empty
+#                      (needs the NVIDIA Container Toolkit; podman with CDI:
+#                      DOCKER_GPUS='--device nvidia.com/gpu=all'; DOCKER_GPUS= forces the CPU)
+#   DOCKER_USER        uid:gid inside the container, default yours (rootless Docker: 0:0, which
+#                      is you on the host)
+#   DOCKER_USERNS      default --userns=keep-id under rootless podman (so your uid stays yours)
+#   DOCKER_RUN_ARGS    anything else for `docker run`
+# FASHION_MNIST_MIRROR and FASHION_MNIST_CHECKSUMS pass through: local directories in the mirror
+# list (plain or file://) and the checksum file are mounted read-only at their absolute host
+# paths, and the variables are rewritten to those paths (relative paths work too).
+TORCH_FLAVOUR ?=
+DOCKER_GPUS ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '--gpus all')
+DOCKER_USER ?= $(shell id -u):$(shell id -g)
+DOCKER_USERNS ?= $(shell $(DOCKER) info --format '{{.Host.Security.Rootless}}' 2>/dev/null | \
+	grep -qx true && echo --userns=keep-id)
+DOCKER_RUN_ARGS ?=
+DOCKER_DATA = $(shell \
+	mirror='$(FASHION_MNIST_MIRROR)'; checksums='$(FASHION_MNIST_CHECKSUMS)'; list=; mounted='|'; \
+	IFS=,; for item in $$mirror; do \
+	  item=$$(printf '%s' "$$item" | sed 's/^ *//; s/ *$$//'); \
+	  path=$$(printf '%s' "$$item" | sed 's|^file://||'); \
+	  if [ -n "$$item" ] && [ -d "$$path" ]; then \
+	    path=$$(cd "$$path" && pwd -P); \
+	    case $$mounted in (*"|$$path|"*) ;; (*) printf " -v '%s:%s:ro'" "$$path" "$$path"; \
+	      mounted="$$mounted$$path|";; esac; \
+	    case $$item in (file://*) item=file://$$path;; (*) item=$$path;; esac; \
+	  fi; \
+	  list=$${list:+$$list,}$$item; \
+	done; \
+	[ -z "$$list" ] || printf " -e 'FASHION_MNIST_MIRROR=%s'" "$$list"; \
+	if [ -f "$$checksums" ]; then \
+	  dir=$$(cd "$$(dirname "$$checksums")" && pwd -P); checksums=$$dir/$$(basename "$$checksums"); \
+	  case $$mounted in (*"|$$dir|"*) ;; (*) printf " -v '%s:%s:ro'" "$$checksums" "$$checksums";; esac; \
+	fi; \
+	[ -z "$$checksums" ] || printf " -e 'FASHION_MNIST_CHECKSUMS=%s'" "$$checksums")
+DOCKER_RUN = $(DOCKER) run --rm -u "$(DOCKER_USER)" $(DOCKER_USERNS) -v "$(CURDIR):/workspace" \
+	$(DOCKER_DATA) $(DOCKER_RUN_ARGS)
+.PHONY: docker-build docker-repro docker-test docker-tensorboard
+
+docker-build: ## Build the Docker image IMAGE (TORCH_FLAVOUR=cpu for a CPU-only PyTorch)
+	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) -t $(IMAGE) .
+
+docker-repro: ## Run dvc repro in the image on this checkout, with the GPU when there is one
+	$(DOCKER_RUN) $(DOCKER_GPUS) $(IMAGE) dvc repro
+
+docker-test: ## Run the test suite in the image on this checkout, as your uid (PYTEST_ARGS)
+	$(DOCKER_RUN) $(IMAGE) python -m pytest $(PYTEST_ARGS)
+
+docker-tensorboard: ## Serve runs/ with TensorBoard from the image on 127.0.0.1:6006 (set PORT)
+	$(DOCKER_RUN) -it -p 127.0.0.1:$(PORT):6006 $(IMAGE) \
+		tensorboard --logdir runs --host 0.0.0.0 --port 6006
+# ---- end of Docker ------------------------------------------------------------------------------

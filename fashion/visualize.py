@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid
 
 from fashion import data, determinism, model
 from fashion.errors import ParamsError
@@ -32,7 +31,7 @@ def run(*, params: dict, data_dir: Path, logdir: Path) -> None:
     pixels = images[sample].float().div(255)  # raw pixels as features, as in the tutorial
 
     with run_writer(logdir) as writer:
-        writer.add_image("fashion_mnist_images", make_grid(data.unnormalize(batch)))
+        writer.add_images("fashion_mnist_images", data.unnormalize(batch))  # one grid image
         with warnings.catch_warnings():
             # add_graph traces with torch.jit.trace, which PyTorch now marks deprecated.
             warnings.simplefilter("ignore", FutureWarning)

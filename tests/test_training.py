@@ -50,9 +50,10 @@ def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed):
     return net, losses
 
 
-def test_same_weights_and_losses_as_the_tutorials_loop(train_set):
-    net, result, _ = fit(train_set)
-    reference, losses = tutorial_loop(train_set, **HYPER)
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_same_weights_and_losses_as_the_tutorials_loop(train_set, momentum):
+    net, result, _ = fit(train_set, momentum=momentum)
+    reference, losses = tutorial_loop(train_set, **{**HYPER, "momentum": momentum})
     assert torch.equal(weights(net), weights(reference))
     assert [(p.step, p.loss) for p in result.points] == losses
 

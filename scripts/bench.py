@@ -1,0 +1,169 @@
+"""Time the tutorial as written against this project's stages, side by side (`make bench`)."""
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Import fashion/ from this checkout, which is also right in the copies DVC runs experiments in.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import click
+import torch
+
+from fashion import cli, data, params, provenance, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("visualize", "train", "evaluate")
+
+
+@dataclass
+class Run:
+    wall: float        # seconds, the whole process
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+
+
+def timed(args: list, cwd: Path) -> Run:
+    """Run a process to completion; its wall time and its own peak resident memory."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen([str(a) for a in args], cwd=cwd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)  # wait4: this child's rusage, not all children's
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        run = Run(wall, usage.ru_maxrss / 1024, out.read(), err.read())
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise cli.FashionError(f"{' '.join(map(str, args))} failed:\n{run.stderr[-2000:]}")
+    return run
+
+
+def prepare_data(work: Path, quick: bool, data_dir: Path) -> Path:
+    if not quick:
+        data.load_split(data_dir, "test")  # fails with a clear message unless fetched and intact
+        return data_dir.resolve()
+    checksums = synthetic.write(work / "mirror", n_train=1200, n_test=400)
+    fetched = work / "data"
+    timed([sys.executable, ROOT / "scripts/fetch.py", "--out", fetched, "--mirror", work / "mirror",
+           "--checksums", checksums], ROOT)
+    return fetched
+
+
+def tutorial_root(work: Path, data_dir: Path) -> Path:
+    """torchvision's FashionMNIST layout (root/FashionMNIST/raw/), linked to the fetched files."""
+    raw = work / "tutorial-data/FashionMNIST/raw"
+    raw.mkdir(parents=True)
+    for pair in data.SPLITS.values():
+        for name in pair:
+            (raw / name).symlink_to(data_dir / name)
+    return work / "tutorial-data"
+
+
+def row(name, wall, steps_per_s=None, accuracy=None, rss=None):
+    cells = [name, f"{wall:.1f}", f"{steps_per_s:.0f}" if steps_per_s else "",
+             f"{accuracy:.4f}" if accuracy is not None else "", f"{rss:.0f}" if rss else ""]
+    return "| " + " | ".join(cells) + " |"
+
+
+@click.command()
+@click.option("--quick", is_flag=True,
+              help="300 steps on generated data: checks that the benchmark runs, not how fast.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
+              type=click.Path(path_type=Path), help="Fetched Fashion-MNIST (ignored with --quick).")
+@click.option("--skip-tutorial", is_flag=True, help="Time only this project's stages.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Also write the measurements as JSON here.")
+@cli.stage_command
+def main(quick, device, data_dir, skip_tutorial, json_path):
+    """Run the tutorial's script and this project's visualize, train and evaluate stages at the
+    same hyperparameters on the same data, each as a whole process, and print a table of wall
+    time, training steps per second, test accuracy and peak memory."""
+    values = params.load(ROOT / "params.yaml", tuple(params.RULES))
+    values.update(device=device, **({"log_every": 100} if quick else {}))
+    with tempfile.TemporaryDirectory(prefix="fashion-bench-") as tmp:
+        work = Path(tmp)
+        data_dir = prepare_data(work, quick, data_dir)
+        (work / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+        results = {"machine": {"cpu": provenance._cpu_name(), "cores": os.cpu_count(),
+                               "platform": platform.platform(), "torch": torch.__version__,
+                               "device": device,
+                               "gpu": torch.cuda.get_device_name() if device == "cuda" else None},
+                   "params": values}
+
+        if not skip_tutorial:
+            click.echo("running the tutorial as written...", err=True)
+            run = timed([sys.executable, ROOT / "benchmarks/tutorial.py", "--root",
+                         tutorial_root(work, data_dir), "--logdir", work / "tutorial-runs",
+                         "--device", device, "--log-every", values["log_every"],
+                         "--batch-size", values["batch_size"], "--epochs", values["epochs"]], ROOT)
+            report = json.loads(run.stdout.strip().splitlines()[-1])
+            results["tutorial"] = {"wall": run.wall, "peak_rss_mb": run.peak_rss_mb, **report}
+
+        ours = {}
+        for stage in STAGES:
+            click.echo(f"running the {stage} stage...", err=True)
+            outputs = {"visualize": ["--logdir", work / "runs/visualize"],
+                       "train": ["--model", work / "model.pt", "--metrics", work / "train.json",
+                                 "--provenance", work / "prov-train.json", "--plots",
+                                 work / "loss.csv", "--logdir", work / "runs/train"],
+                       "evaluate": ["--model", work / "model.pt", "--metrics", work / "eval.json",
+                                    "--provenance", work / "prov-eval.json", "--confusion",
+                                    work / "confusion.csv", "--pr-dir", work / "pr", "--logdir",
+                                    work / "runs/evaluate"]}[stage]
+            run = timed([sys.executable, ROOT / f"scripts/{stage}.py", "--params",
+                         work / "params.yaml", "--data", data_dir, *outputs], ROOT)
+            ours[stage] = {"wall": run.wall, "peak_rss_mb": run.peak_rss_mb}
+            if stage == "train":
+                steps, seconds = re.search(r"trained (\d+) steps in ([\d.]+) s", run.stderr).groups()
+                ours[stage].update(steps=int(steps), loop_seconds=float(seconds))
+        ours["accuracy"] = json.loads((work / "eval.json").read_text())["accuracy"]
+        results["ours"] = ours
+
+    print_table(results)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def print_table(results: dict) -> None:
+    machine, ours = results["machine"], results["ours"]
+    gpu = f", {machine['gpu']}" if machine["gpu"] else ""
+    click.echo(f"\n{machine['cpu']}, {machine['cores']} cores{gpu}; torch {machine['torch']}; "
+               f"device {machine['device']}; batch {results['params']['batch_size']}, "
+               f"{results['params']['epochs']} epoch(s)\n")
+    click.echo("| run | wall s | train steps/s | test accuracy | peak RSS MB |")
+    click.echo("|---|---|---|---|---|")
+    total = sum(ours[s]["wall"] for s in STAGES)
+    train = ours["train"]
+    tutorial = results.get("tutorial")
+    if tutorial:
+        phases = tutorial["phases"]
+        click.echo(row("tutorial, one process", tutorial["wall"], tutorial["steps"] / phases["train"],
+                       tutorial["accuracy"], tutorial["peak_rss_mb"]))
+        for phase in STAGES:
+            click.echo(row(f"  its {phase} phase (in-process timer)", phases[phase]))
+    for stage in STAGES:
+        extra = (train["steps"] / train["loop_seconds"],) if stage == "train" else (None,)
+        click.echo(row(f"{stage} stage", ours[stage]["wall"], *extra, None, ours[stage]["peak_rss_mb"]))
+    click.echo(row("  its training loop (in-process timer)", train["loop_seconds"]))
+    click.echo(row("visualize + train + evaluate", total, None, ours["accuracy"],
+                   max(ours[s]["peak_rss_mb"] for s in STAGES)))
+    if tutorial:
+        click.echo(f"\nspeed-up, whole (tutorial process / sum of stages): {tutorial['wall'] / total:.1f}x")
+        click.echo(f"speed-up, training (tutorial train phase / train stage process): "
+                   f"{tutorial['phases']['train'] / train['wall']:.1f}x; loop vs loop: "
+                   f"{tutorial['phases']['train'] / train['loop_seconds']:.1f}x")
+        click.echo(f"accuracy difference: {(ours['accuracy'] - tutorial['accuracy']) * 100:+.2f} points")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "scripts/bench.py", "--quick", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["tutorial"]["steps"] == results["ours"]["train"]["steps"] == 300
+    for stage in ("visualize", "train", "evaluate"):
+        assert results["ours"][stage]["wall"] > 0 and results["ours"][stage]["peak_rss_mb"] > 0
+    assert 0 <= results["ours"]["accuracy"] <= 1 and 0 <= results["tutorial"]["accuracy"] <= 1
+    for line in ("| tutorial, one process |", "| train stage |", "| visualize + train + evaluate |",
+                 "speed-up, whole"):
+        assert line in done.stdout
