@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard test bench bench-quick clean
+.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick clean
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -31,6 +31,9 @@ repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a loca
 
 tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set HOST, PORT to change)
 	tensorboard --logdir runs --host $(HOST) --port $(PORT)
+
+tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run per experiment
+	python scripts/tensorboard_exps.py --host $(HOST) --port $(PORT)
 
 test: setup ## Run the test suite (offline, synthetic data)
 	python -m pytest $(PYTEST_ARGS)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # Import fashion/ from this checkout, which is also right in the copies DVC runs experiments in.
@@ -18,6 +18,7 @@ import click
 import torch
 
 from fashion import cli, data, params, provenance, synthetic
+from fashion.errors import FashionError
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("visualize", "train", "evaluate")
@@ -42,7 +43,7 @@ def timed(args: list, cwd: Path) -> Run:
         err.seek(0)
         run = Run(wall, usage.ru_maxrss / 1024, out.read(), err.read())
     if os.waitstatus_to_exitcode(status) != 0:
-        raise cli.FashionError(f"{' '.join(map(str, args))} failed:\n{run.stderr[-2000:]}")
+        raise FashionError(f"{' '.join(map(str, args))} failed:\n{run.stderr[-2000:]}")
     return run
 
 

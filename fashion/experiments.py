@@ -1,0 +1,68 @@
+"""Gather the TensorBoard logs of every DVC experiment into one logdir, one run per experiment.
+
+The logs of an experiment are cached DVC outputs at its revision; DVCFileSystem reads them from
+the cache without checking anything out, so the user's workspace stays as it is.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashion.errors import FashionError
+
+LOGDIRS = ("runs/visualize", "runs/train", "runs/evaluate")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    rev: str
+    label: str  # the run name in TensorBoard: experiment name and the params it changed
+
+
+def _params(revision: dict) -> dict:
+    return ((revision.get("data") or {}).get("params") or {}).get("params.yaml", {}).get("data") or {}
+
+
+def list_experiments(repo: Path) -> list[Experiment]:
+    """The baseline commit and its finished experiments, from `dvc exp show --json`."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FashionError(f"`dvc exp show` failed: {done.stderr.strip().splitlines()[-1:]}")
+    found = []
+    for row in json.loads(done.stdout):
+        if row.get("rev") == "workspace" or not row.get("data"):
+            continue
+        base = _params(row)
+        found.append(Experiment(row["rev"], f"{row.get('name') or row['rev'][:7]} (baseline)"))
+        for group in row.get("experiments") or []:
+            for revision in group.get("revs") or []:
+                if (revision.get("data") or {}).get("status", "Success") != "Success":
+                    continue  # queued, running or failed: no logs yet
+                params = _params(revision)
+                changed = " ".join(f"{k}={v}" for k, v in params.items() if base.get(k) != v)
+                name = revision.get("name") or revision["rev"][:7]
+                found.append(Experiment(revision["rev"], f"{name} ({changed or 'no change'})"))
+    return found
+
+
+def gather(repo: Path, out: Path) -> list[str]:
+    """Copy each experiment's runs/<stage> into out/<label>/<stage>; return the labels copied."""
+    from dvc.api import DVCFileSystem  # imported here: it takes a second, and only this needs it
+
+    out.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for experiment in list_experiments(repo):
+        fs = DVCFileSystem(str(repo), rev=experiment.rev)
+        present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]
+        if not present:
+            continue  # a commit without pipeline results
+        target = out / experiment.label.replace("/", "_")
+        shutil.rmtree(target, ignore_errors=True)
+        for logdir in present:
+            fs.get(logdir, str(target / Path(logdir).name), recursive=True)
+        copied.append(target.name)
+    return copied

@@ -1,0 +1,116 @@
+"""Experiments side by side: exp run with any param, queued sweeps, TensorBoard and DVC plots."""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, dvc, git
+from tests.test_reproduction import snapshot
+from tests.test_tensorboard_server import free_port, get, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def with_experiments(pipeline, env, tmp_path_factory) -> Path:
+    """The pipeline repo with its results committed as the baseline and two experiments."""
+    repo = tmp_path_factory.mktemp("exps") / "repo"
+    shutil.copytree(pipeline, repo, symlinks=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "baseline results")
+    dvc(repo, env, "exp", "run", "-S", "lr=0.01", "--name", "slow")
+    # exp run applies its result to the workspace: set lr back, to change seed and batch size only.
+    dvc(repo, env, "exp", "run", "-S", "lr=0.02", "-S", "seed=1", "-S", "batch_size=8",
+        "--name", "other-seed")
+    return repo
+
+
+def experiments(repo, env) -> dict:
+    rows = json.loads(dvc(repo, env, "exp", "show", "--json").stdout)
+    return {rev["name"]: rev for row in rows for group in (row.get("experiments") or [])
+            for rev in group["revs"]}
+
+
+def test_every_param_can_be_set(with_experiments, env):
+    found = experiments(with_experiments, env)
+    params = {name: e["data"]["params"]["params.yaml"]["data"] for name, e in found.items()}
+    assert params["slow"]["lr"] == 0.01
+    assert (params["other-seed"]["seed"], params["other-seed"]["batch_size"]) == (1, 8)
+    steps = found["other-seed"]["data"]["metrics"]["metrics/train.json"]["data"]["steps"]
+    assert steps == 25  # 200 images in batches of 8
+
+
+def test_diff_commands_compare_experiments(with_experiments, env):
+    params = json.loads(dvc(with_experiments, env, "params", "diff", "HEAD", "slow", "--json").stdout)
+    assert params["params.yaml"]["lr"]["old"] == 0.02 and params["params.yaml"]["lr"]["new"] == 0.01
+    metrics = json.loads(dvc(with_experiments, env, "metrics", "diff", "HEAD", "slow", "--json").stdout)
+    assert set(metrics["metrics/evaluate.json"]["loss"]) >= {"old", "new"}
+    diff = json.loads(dvc(with_experiments, env, "exp", "diff", "HEAD", "slow", "--json").stdout)
+    assert diff["params"]["params.yaml"]["lr"]["new"] == 0.01
+    assert "loss" in diff["metrics"]["metrics/evaluate.json"]
+
+
+def test_plots_diff_overlays_experiments(with_experiments, env):
+    shown = json.loads(dvc(with_experiments, env, "plots", "diff", "HEAD", "slow", "other-seed",
+                           "--json").stdout)["data"]
+    loss, = shown["Training loss"]
+    revisions = {row["rev"] for row in loss["content"]["data"]["values"]}
+    assert revisions == {"HEAD", "slow", "other-seed"}
+    confusion, = shown["Confusion matrix"]
+    assert {row["rev"] for row in confusion["content"]["data"]["values"]} == revisions
+
+
+def test_queued_sweep_runs_every_combination(pipeline, env, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(pipeline, repo, symlinks=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "baseline results")
+    dvc(repo, env, "exp", "run", "--queue", "-S", "lr=0.01,0.03")
+    dvc(repo, env, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = dvc(repo, env, "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    dvc(repo, env, "queue", "stop", "--kill", check=False)
+    assert status.count("Success") == 2, status
+    lrs = sorted(e["data"]["params"]["params.yaml"]["data"]["lr"]
+                 for e in experiments(repo, env).values())
+    assert lrs == [0.01, 0.03]
+
+
+def test_tensorboard_shows_every_experiment_as_a_run(with_experiments, env):
+    before = snapshot(with_experiments)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--repo",
+                               str(with_experiments), "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                get(port, "plugins_listing")
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.monotonic() < deadline, "tensorboard-exps did not serve"
+                time.sleep(0.5)
+        expected = {"main (baseline)/train", "slow (lr=0.01)/train",
+                    "other-seed (seed=1 batch_size=8)/train"}
+        tags = wait_for(port, "plugin/scalars/tags", lambda d: expected <= set(d))
+        assert expected <= set(tags)
+        assert all("training loss" in tags[run] for run in expected)
+        pr = wait_for(port, "plugin/pr_curves/tags",
+                      lambda d: {"slow (lr=0.01)/evaluate", "main (baseline)/evaluate"} <= set(d))
+        assert {"slow (lr=0.01)/evaluate", "main (baseline)/evaluate"} <= set(pr)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert snapshot(with_experiments) == before  # the workspace was not touched
