@@ -1,12 +1,19 @@
 """The Fashion-MNIST files: their names, checksums, reading, normalisation and batch order."""
 
+from __future__ import annotations  # torch appears in annotations without being imported
+
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fashion.errors import DataError
+
+# torch is imported inside the two functions that call it: the fetch stage needs only the names
+# and checksums here, and importing torch would cost it a few seconds per run.
+if TYPE_CHECKING:
+    import torch
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle Boot")
@@ -58,13 +65,25 @@ def parse_checksums(text: str, source: str) -> dict[str, str]:
     return checksums
 
 
+def read_checksums(path: Path) -> dict[str, str]:
+    """parse_checksums of a file. Bytes that are not text (a damaged file, or a binary given by
+    mistake) are refused like a malformed line, not left to crash the decoder."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a sha256sum-format text file (byte {exc.start} is not "
+                        "UTF-8)") from None
+    return parse_checksums(text, str(path))
+
+
 def read_verified(data_dir: Path, name: str) -> bytes:
     """A dataset file's bytes, refused unless they match the checksum fetch recorded."""
     manifest = data_dir / MANIFEST
     if not manifest.is_file():
         raise DataError(f"{data_dir} holds no fetched dataset ({MANIFEST} missing): "
                         "run `dvc repro fetch` first")
-    expected = parse_checksums(manifest.read_text(), str(manifest)).get(name)
+    expected = read_checksums(manifest).get(name)
     path = data_dir / name
     if expected is None:
         raise DataError(f"{manifest} has no checksum for {name}: run `dvc repro --force fetch`")
@@ -109,6 +128,8 @@ def load_split(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Te
         raise DataError(f"{data_dir}: {len(images)} {split} images but {len(labels)} labels")
     if labels.size and labels.max() >= len(CLASSES):
         raise DataError(f"{data_dir}: {labels_name} has a label >= {len(CLASSES)}")
+    import torch
+
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -126,4 +147,6 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator,
                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
     """Index tensors of one shuffled epoch, on `device`; the last batch is short when batch_size
     does not divide n. The order is drawn on the CPU, so it is the same for every device."""
+    import torch
+
     return list(torch.randperm(n, generator=generator).to(device).split(batch_size))

@@ -29,6 +29,9 @@ DEFAULT_MIRRORS = (
 )
 MAX_BYTES = 512 * 2**20  # per file, compressed and decompressed: the largest is 47 MB
 CHUNK = 2**20
+BACKOFF = 0.5  # seconds before the first retry of a source; doubled for each further one
+SOURCES_HINT = ("FASHION_MNIST_MIRROR (or --mirror) takes comma-separated http(s):// URLs, "
+                "file:// URLs or directories")
 LOCAL_HINT = ("set FASHION_MNIST_MIRROR to a directory or URL holding the four .gz files, for "
               "example /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
 
@@ -49,14 +52,20 @@ def parse_sources(text: str | None) -> list[Source]:
         return [Source(url, True) for url in DEFAULT_MIRRORS]
     sources = []
     for item in items:
-        scheme = urlsplit(item).scheme.lower()
+        try:
+            parts = urlsplit(item)
+            parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+        except ValueError as exc:
+            raise FetchError(f"mirror {item!r} is not a valid URL ({exc}); {SOURCES_HINT}") from None
+        scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
+            if not parts.hostname:
+                raise FetchError(f"mirror {item!r} names no host; {SOURCES_HINT}")
             sources.append(Source(item.rstrip("/") + "/", True))
         elif scheme == "file":
-            sources.append(Source(url2pathname(urlsplit(item).path), False))
+            sources.append(Source(url2pathname(parts.path), False))
         elif "://" in item:
-            raise FetchError(f"FASHION_MNIST_MIRROR: {item!r} is not supported; "
-                             "give http(s):// or file:// URLs or directories")
+            raise FetchError(f"mirror {item!r} is not supported; {SOURCES_HINT}")
         else:
             sources.append(Source(item, False))
     return sources
@@ -67,7 +76,7 @@ def expected_checksums(path: str | None) -> dict[str, str]:
     if not path:
         return dict(data.SHA256)
     try:
-        checksums = data.parse_checksums(Path(path).read_text(), path)
+        checksums = data.read_checksums(Path(path))
     except OSError as exc:
         raise FetchError(f"FASHION_MNIST_CHECKSUMS: cannot read {path} ({exc.strerror})") from None
     missing = [name for pair in data.SPLITS.values() for name in pair if name not in checksums]
@@ -78,6 +87,11 @@ def expected_checksums(path: str | None) -> dict[str, str]:
 
 class _Rejected(Exception):
     """This source did not deliver this file; the next source is tried."""
+
+
+class _Unreachable(_Rejected):
+    """Retries used up: the source is skipped for the remaining files instead of costing each
+    of them the same timeouts again."""
 
 
 class _Transient(Exception):
@@ -115,7 +129,9 @@ def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
                                file=sys.stderr, show_percent=bool(total)) as bar:
             while True:
                 try:
-                    chunk = response.read(CHUNK)
+                    # Never ask for more than one byte past the limit: an endless stream is cut
+                    # off at the limit, not a chunk later.
+                    chunk = response.read(min(CHUNK, max_bytes + 1 - received))
                 except (TimeoutError, socket.timeout):
                     raise _Transient("timed out while downloading") from None
                 except (http.client.HTTPException, OSError) as exc:
@@ -135,18 +151,24 @@ def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
 def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes: int) -> bytes:
     if not source.is_url:
         path = Path(source.location) / filename
-        if not path.is_file():
-            raise _Rejected("no such file")
-        if path.stat().st_size > max_bytes:
-            raise _Rejected(f"larger than the limit of {max_bytes} bytes")
-        return path.read_bytes()
+        try:
+            if not path.is_file():
+                raise _Rejected("no such file")
+            if path.stat().st_size > max_bytes:
+                raise _Rejected(f"larger than the limit of {max_bytes} bytes")
+            return path.read_bytes()
+        except OSError as exc:  # unreadable here; another source may do
+            raise _Rejected(exc.strerror or str(exc)) from None
     for attempt in range(retries + 1):
         try:
             return _http_get(source.name(filename), timeout, max_bytes)
         except _Transient as exc:
             if attempt == retries:
-                raise _Rejected(f"{exc} ({attempt + 1} attempts)") from None
-            time.sleep(0.5 * 2**attempt)
+                tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+                raise _Unreachable(f"{exc} ({tries})") from None
+            delay = BACKOFF * 2**attempt
+            click.echo(f"{source.name(filename)}: {exc}; retrying in {delay:g} s", err=True)
+            time.sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -155,7 +177,9 @@ def _gunzip(raw: bytes, max_bytes: int) -> bytes:
     try:
         content = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
-        raise _Rejected(f"not gzip data (it starts with {raw[:24]!r})") from None
+        # A proxy, captive portal or wrong URL typically answers with an HTML page.
+        page = "; an HTML page: is the URL right?" if raw.lstrip()[:1] == b"<" else ""
+        raise _Rejected(f"not gzip data (it starts with {raw[:24]!r}){page}") from None
     if len(content) > max_bytes:
         raise _Rejected(f"decompresses to more than the limit of {max_bytes} bytes")
     if not inflater.eof:
@@ -164,10 +188,20 @@ def _gunzip(raw: bytes, max_bytes: int) -> bytes:
 
 
 def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float, retries: int,
-               max_bytes: int) -> bytes:
-    """The verified content of one file from the first source that has it intact."""
+               max_bytes: int, unreachable: dict[Source, str] | None = None) -> bytes:
+    """The verified content of one file from the first source that has it intact.
+
+    `unreachable` maps sources that used up their retries to why; it is updated, and those
+    sources are skipped, so a dead mirror costs its timeouts once, not once per file.
+    """
+    unreachable = {} if unreachable is None else unreachable
     failures = []
     for source in sources:
+        where = source.name(name + ".gz")
+        if source in unreachable:
+            failures.append(f"  {where}: skipped, unreachable for an earlier file "
+                            f"({unreachable[source]})")
+            continue
         try:
             content = _gunzip(_read(source, name + ".gz", timeout, retries, max_bytes), max_bytes)
             if data.sha256(content) != digest:
@@ -175,7 +209,12 @@ def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float,
                                 f"expected {digest[:16]}...")
             return content
         except _Rejected as exc:
-            failures.append(f"  {source.name(name + '.gz')}: {exc}")
+            if isinstance(exc, _Unreachable):
+                unreachable[source] = str(exc)
+            failures.append(f"  {where}: {exc}")
+            if source != sources[-1]:
+                # Say so now: when a later source succeeds, this is the only trace of the failure.
+                click.echo(f"{where}: {exc}; trying the next source", err=True)
     raise FetchError(f"no source delivered a verified {name}.gz; tried:\n" + "\n".join(failures)
                      + f"\nTo use a local copy, {LOCAL_HINT}.")
 
@@ -186,10 +225,11 @@ def run(*, dest: Path, mirror: str | None, checksums: str | None, timeout: float
     sources = parse_sources(mirror)
     expected = expected_checksums(checksums)
     names = [name for pair in data.SPLITS.values() for name in pair]
+    unreachable: dict[Source, str] = {}
     with fileio.staged_dir(dest) as staging:
         for name in names:
             content = fetch_file(name, expected[name], sources, timeout=timeout, retries=retries,
-                                 max_bytes=max_bytes)
+                                 max_bytes=max_bytes, unreachable=unreachable)
             (staging / name).write_bytes(content)
         (staging / data.MANIFEST).write_text(data.format_checksums({n: expected[n] for n in names}))
     click.echo(f"fetched and verified {len(names)} files into {dest}", err=True)

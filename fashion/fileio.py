@@ -55,19 +55,20 @@ def staged_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    # One hidden directory holds the new output and, during the swap, the previous one: an
+    # interrupt (Ctrl-C, SIGTERM) between the two renames can then put the previous one back,
+    # and a single removal cleans up whatever happened.
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    new, old = work / "new", work / "old"
     try:
-        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp makes it private; outputs are shared
-        yield tmp
-        if path.is_dir() and not path.is_symlink():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            if path.exists() or path.is_symlink():
-                path.unlink()
-            os.replace(tmp, path)
+        new.mkdir()  # unlike mkdtemp's private mode, honours the umask: outputs are shared
+        yield new
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+        os.replace(new, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if (old.exists() or old.is_symlink()) and not (path.exists() or path.is_symlink()):
+            os.replace(old, path)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,8 +1,6 @@
 """The tutorial's network and how its weights are saved and loaded."""
 
 import io
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -56,7 +54,12 @@ def load(path: str | Path) -> Net:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FashionError(f"{path} not found: run `dvc repro train` first") from None
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+    except OSError:
+        raise  # unreadable (permissions, a directory): the stage reports the OS's reason
+    except Exception as exc:
+        # Anything else means the bytes are not weights: besides UnpicklingError, BadZipFile,
+        # RuntimeError and EOFError, torch's weights-only unpickler fails on arbitrary bytes with
+        # IndexError, KeyError and others.
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FashionError(f"{path} is not a loadable weights file ({first_line}): "
                            "run `dvc repro --force train`") from None

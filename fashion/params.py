@@ -5,6 +5,7 @@ rules. Every stage validates the whole file before doing any work, then reads on
 """
 
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,10 @@ RULES: dict[str, Rule] = {
                    "auto picks CUDA when PyTorch sees a GPU, else the CPU"),
 }
 
+# What other code calls some of these keys; too unlike ours for difflib to suggest.
+SYNONYMS = {"learning_rate": "lr", "learning-rate": "lr", "num_epochs": "epochs",
+            "n_epochs": "epochs", "random_seed": "seed", "bs": "batch_size"}
+
 
 def _typed(key: str, value: Any) -> Any:
     kind = RULES[key].kind
@@ -47,6 +52,8 @@ def _typed(key: str, value: Any) -> Any:
         return None
     if kind is float and isinstance(value, int):
         return float(value)
+    if kind is float and isinstance(value, float) and not math.isfinite(value):
+        return None  # YAML's .inf and .nan: no setting means them, and .inf would pass `> 0`
     return value if isinstance(value, kind) else None
 
 
@@ -57,7 +64,8 @@ def validate(values: Any, source: str = "params.yaml") -> dict[str, Any]:
     checked = {}
     for key, value in values.items():
         if key not in RULES:
-            near = difflib.get_close_matches(str(key), RULES, n=1)
+            near = [SYNONYMS[key]] if key in SYNONYMS else difflib.get_close_matches(
+                str(key), RULES, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             raise ParamsError(f"{source}: unknown key '{key}'; {hint}known keys: {', '.join(RULES)}")
         rule = RULES[key]
@@ -76,6 +84,8 @@ def load(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
         values = YAML(typ="safe", pure=True).load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     checked = validate(values, str(path))

@@ -1,0 +1,308 @@
+"""The stage commands against what a user can get wrong: damaged data, bad params, a diverging
+run, Ctrl-C and SIGTERM, foreign or hostile weights files. Each runs the real script in a
+temporary directory, as `dvc repro` would, and checks the one-line message, the exit code, the
+absence of a traceback, and that no output is half-written or lost.
+"""
+
+import io
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashion import fetch, model
+from tests.conftest import ROOT, TEST_PARAMS
+from tests.faults import assert_failed, assert_no_leftovers, clean_env, snapshot
+
+pytestmark = pytest.mark.timeout(120)
+TRAIN_OUTPUTS = ("models/model.pt", "metrics/train.json", "metrics/provenance/train.json",
+                 "plots/train_loss.csv", "runs/train")
+EVALUATE_OUTPUTS = ("metrics/evaluate.json", "metrics/provenance/evaluate.json",
+                    "plots/confusion.csv", "plots/pr", "runs/evaluate")
+
+
+@pytest.fixture(scope="module")
+def fetched(dataset, tmp_path_factory) -> Path:
+    """A data directory written by the real fetch stage from the synthetic mirror."""
+    mirror, checksums = dataset
+    out = tmp_path_factory.mktemp("fetched") / "fashion-mnist"
+    fetch.run(dest=out, mirror=str(mirror), checksums=str(checksums), timeout=1, retries=0)
+    return out
+
+
+@pytest.fixture
+def work(tmp_path, fetched) -> Path:
+    """A stage's working directory: test params and a private copy of the fetched data."""
+    shutil.copytree(fetched, tmp_path / "data/fashion-mnist")
+    write_params(tmp_path)
+    return tmp_path
+
+
+def write_params(directory: Path, text: str = "", **changes) -> None:
+    values = {**TEST_PARAMS, **changes}
+    (directory / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()) + text)
+
+
+def stage(name: str, cwd: Path, *args: str, env=None, timeout=100) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / f"scripts/{name}.py"), *args], cwd=cwd,
+                          env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def assert_absent(cwd: Path, outputs) -> None:
+    present = [path for path in outputs if (cwd / path).exists()]
+    assert not present, f"outputs written despite the failure: {present}"
+    assert_no_leftovers(cwd)
+
+
+def one_line(done) -> str:
+    """The error line; nothing else may have been printed."""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    return lines[0]
+
+
+# --- data changed after fetch --------------------------------------------------------------
+
+def edit(path: Path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+@pytest.mark.parametrize("script, name, damage, outputs", [
+    ("train", "train-images-idx3-ubyte", edit, TRAIN_OUTPUTS),
+    ("visualize", "train-images-idx3-ubyte", truncate, ("runs/visualize",)),
+    ("evaluate", "t10k-images-idx3-ubyte", edit, EVALUATE_OUTPUTS),
+], ids=["train-edited", "visualize-truncated", "evaluate-edited"])
+def test_a_data_file_changed_since_fetch_is_refused_by_name(work, script, name, damage, outputs):
+    if script == "evaluate":
+        model.save(model.initial_net(0), work / "models/model.pt")
+    damage(work / "data/fashion-mnist" / name)
+    done = stage(script, work)
+    assert_failed(done, f"data/fashion-mnist/{name} does not match its checksum in SHA256SUMS",
+                  "run `dvc checkout` or `dvc repro --force fetch`")
+    one_line(done)
+    assert_absent(work, outputs)
+
+
+def test_a_damaged_checksum_manifest_is_one_line(work):
+    (work / "data/fashion-mnist/SHA256SUMS").write_bytes(bytes(range(128, 256)))
+    done = stage("train", work)
+    assert_failed(done, "Error: data/fashion-mnist/SHA256SUMS is not a sha256sum-format text file")
+    one_line(done)
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+# --- params --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": "abc"}, "lr must be a number > 0, got 'abc'"),
+    ({"lr": 0}, "lr must be a number > 0, got 0"),
+    ({"lr": ".inf"}, "lr must be a number > 0, got inf"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"momentum": 1}, "momentum must be a number in [0, 1), got 1"),
+    ({"log_every": 0}, "log_every must be an integer >= 1, got 0"),
+    ("learning_rate: 0.01\n", "unknown key 'learning_rate'; did you mean 'lr'?"),
+], ids=["lr-abc", "lr-0", "lr-inf", "batch_size-0", "epochs-0", "momentum-1", "log_every-0",
+        "unknown-key"])
+def test_a_bad_param_is_one_line_naming_the_key(work, change, message):
+    if isinstance(change, dict):
+        write_params(work, **change)
+    else:
+        write_params(work, change)
+    done = stage("train", work)
+    assert_failed(done, f"Error: params.yaml: {message}")
+    one_line(done)
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+def test_a_params_file_that_is_not_utf8_is_one_line(work):
+    (work / "params.yaml").write_bytes("lr: 0.01\n".encode("utf-16"))  # a Windows editor's "Unicode"
+    done = stage("train", work)
+    assert_failed(done, "Error: params.yaml is not UTF-8 text (byte 0): save it as UTF-8")
+    one_line(done)
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+def test_every_stage_validates_the_whole_file(work):
+    # visualize reads neither lr nor momentum, but a typo anywhere stops every stage.
+    write_params(work, lr="abc")
+    done = stage("visualize", work)
+    assert_failed(done, "Error: params.yaml: lr must be a number > 0, got 'abc'")
+    assert_absent(work, ("runs/visualize",))
+
+
+def test_embedding_samples_above_the_dataset_size_is_refused_by_visualize(work):
+    write_params(work, embedding_samples=201)  # the synthetic training set has 200 images
+    done = stage("visualize", work)
+    assert_failed(done, "embedding_samples is 201 but the training set has 200 images; "
+                        "choose at most 200")
+    one_line(done)
+    assert_absent(work, ("runs/visualize",))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_is_one_line(work):
+    write_params(work, device="cuda")
+    done = stage("train", work)
+    assert_failed(done, "device is 'cuda' but PyTorch", "sees no CUDA GPU here; "
+                        "set device to auto or cpu")
+    one_line(done)
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+def test_fashion_debug_shows_the_traceback(work):
+    write_params(work, lr="abc")
+    done = stage("train", work, env=clean_env(FASHION_DEBUG="1"))
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ParamsError: params.yaml: lr must be" in done.stderr
+
+
+# --- training ------------------------------------------------------------------------------
+
+def test_divergence_stops_naming_the_step_and_writes_no_model(work):
+    write_params(work, lr=100)
+    done = stage("train", work)
+    assert_failed(done)
+    assert re.search(r"^Error: training diverged: the loss was (nan|inf) by step \d+ \(lr=[^)]+\); "
+                     r"lower lr in params.yaml$", done.stderr, re.MULTILINE), done.stderr
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+def interrupt_training(work: Path, signum: int) -> subprocess.CompletedProcess:
+    """Start a long training run, wait until its first epoch is under way, send `signum`."""
+    write_params(work, epochs=1000)
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts/train.py")], cwd=work,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    stderr = []
+    reader = threading.Thread(target=lambda: stderr.extend(iter(process.stderr.readline, "")))
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("epoch 1/1000" in line for line in stderr) and time.monotonic() < deadline:
+        assert process.poll() is None, "".join(stderr)
+        time.sleep(0.05)
+    time.sleep(0.5)  # some steps and a log point into the epoch
+    assert process.poll() is None, "".join(stderr)
+    process.send_signal(signum)
+    stdout = process.stdout.read()
+    process.wait(timeout=30)
+    reader.join(timeout=5)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, "".join(stderr))
+
+
+def train_outputs(work: Path) -> dict:
+    return {path: snapshot(work / path) if (work / path).is_dir() else (work / path).read_bytes()
+            for path in TRAIN_OUTPUTS}
+
+
+@pytest.mark.parametrize("signum, code, message", [
+    (signal.SIGINT, 130, "Interrupted; finished outputs were kept, partial ones removed."),
+    (signal.SIGTERM, 143, "Terminated; finished outputs were kept, partial ones removed."),
+], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_epoch_keeps_the_previous_outputs_byte_for_byte(work, signum, code, message):
+    finished = stage("train", work)
+    assert finished.returncode == 0, finished.stderr
+    before = train_outputs(work)
+    done = interrupt_training(work, signum)
+    assert_failed(done, message, code=code)
+    assert train_outputs(work) == before
+    assert_no_leftovers(work)
+
+
+def test_a_signal_during_the_first_run_leaves_no_outputs(work):
+    done = interrupt_training(work, signal.SIGTERM)
+    assert_failed(done, "Terminated;", code=143)
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+# --- loading weights -----------------------------------------------------------------------
+
+class _RunsCode:
+    """Unpickling this would create a directory: the proof that a weights file ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def other_architecture(path: Path) -> None:
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+
+
+def damaged(path: Path) -> None:
+    model.save(model.initial_net(0), path)
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+def not_a_model(path: Path) -> None:
+    path.write_text("these are not the weights you are looking for\n")
+
+
+def empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def runs_code(path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": _RunsCode(path.parent / "code-ran")}, buffer, pickle_module=pickle)
+    path.write_bytes(buffer.getvalue())
+
+
+@pytest.mark.parametrize("write, message", [
+    (other_architecture, "holds weights of another architecture"),
+    (damaged, "is not a loadable weights file"),
+    (not_a_model, "is not a loadable weights file"),
+    (empty, "is not a loadable weights file"),
+    (runs_code, "is not a loadable weights file"),
+], ids=["other-architecture", "truncated", "text", "empty", "runs-code"])
+def test_evaluate_refuses_a_bad_weights_file_in_one_line(work, write, message):
+    path = work / "models/model.pt"
+    path.parent.mkdir()
+    write(path)
+    done = stage("evaluate", work)
+    assert_failed(done, f"Error: models/model.pt {message}", "run `dvc repro --force train`")
+    one_line(done)
+    assert not (work / "models/code-ran").exists(), "loading the weights ran code"
+    assert_absent(work, EVALUATE_OUTPUTS)
+
+
+def test_the_code_running_file_would_run_code_if_loaded_unsafely(tmp_path):
+    # The runs-code case above proves something only if its file does run code when loaded
+    # without weights_only.
+    path = tmp_path / "model.pt"
+    runs_code(path)
+    torch.load(path, weights_only=False)
+    assert (tmp_path / "code-ran").is_dir()
+
+
+# --- serving -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, env, host", [
+    ((), {}, "127.0.0.1"),
+    (("HOST=0.0.0.0",), {}, "0.0.0.0"),
+    ((), {"HOST": "0.0.0.0"}, "0.0.0.0"),
+], ids=["default", "make-variable", "environment"])
+def test_tensorboard_binds_loopback_unless_host_is_set(args, env, host):
+    base = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+    done = subprocess.run(["make", "-n", "tensorboard", *args], cwd=ROOT, env={**base, **env},
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    command, = [line for line in done.stdout.splitlines() if line.startswith("tensorboard ")]
+    assert f"--host {host} " in command + " " and "--port 6006" in command

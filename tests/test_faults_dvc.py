@@ -1,0 +1,91 @@
+"""A stage that fails under `dvc repro`: the user sees the stage's one-line message, and the DVC
+cache survives, so that fixing the input brings the last good outputs back without retraining.
+
+What DVC does when a stage fails: before running a stage's command it deletes that stage's
+outputs from the workspace (their cached copies stay), runs the command, and, as the command
+failed, neither caches anything nor touches dvc.lock. So afterwards `dvc status` shows the
+changed param *and* the deleted outputs; `dvc checkout` brings the last good outputs back, and
+once the input is fixed `dvc repro` restores them from the run-cache instead of running again.
+"""
+
+import hashlib
+import json
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest import dvc, git, make_repo, write_params
+from tests.faults import assert_no_leftovers, snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+TRAIN_OUTS = ["models/model.pt", "runs/train", "plots/train_loss.csv", "metrics/train.json",
+              "metrics/provenance/train.json"]
+
+
+def assert_cache_intact(repo) -> None:
+    """Every cache object hashes to its name, and every output dvc.lock records is cached."""
+    root = repo / ".dvc/cache/files/md5"
+    objects = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            name = path.parent.name + path.name.removesuffix(".dir")
+            objects[name] = path
+            assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"damaged: {path}"
+    lock = YAML(typ="safe").load((repo / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            digest = out["md5"].removesuffix(".dir")
+            if digest not in objects:
+                continue  # a cache: false output: git keeps it
+            if out["md5"].endswith(".dir"):
+                for entry in json.loads(objects[digest].read_text()):
+                    assert entry["md5"] in objects, f"{out['path']}/{entry['relpath']} not cached"
+    assert objects, "nothing cached"
+
+
+def commit(repo, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message)
+
+
+def outputs(repo) -> dict:
+    return {path: snapshot(repo / path) if (repo / path).is_dir() else (repo / path).read_bytes()
+            for path in TRAIN_OUTS}
+
+
+def test_a_failing_stage_keeps_the_cache_and_fixing_the_input_restores_without_rerunning(
+        tmp_path, env):
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    good, lock = outputs(repo), (repo / "dvc.lock").read_text()
+
+    write_params(repo, lr="abc")
+    failed = dvc(repo, env, "repro", check=False)
+    assert failed.returncode != 0
+    assert "Error: params.yaml: lr must be a number > 0, got 'abc'" in failed.stderr
+    assert "Traceback" not in failed.stdout + failed.stderr
+    assert "Running stage 'visualize'" not in failed.stdout  # it does not read lr
+    assert (repo / "dvc.lock").read_text() == lock
+    assert_no_leftovers(repo)
+    assert_cache_intact(repo)
+
+    # DVC removed train's outputs before running it. Status names the changed param and those
+    # deletions, nothing else: no output is modified, that is, none is half-written.
+    status = json.loads(dvc(repo, env, "status", "--json").stdout)
+    assert set(status) == {"train", "evaluate"}
+    assert {"changed deps": {"params.yaml": {"lr": "modified"}}} in status["train"]
+    changed_outs, = [entry["changed outs"] for entry in status["train"] if "changed outs" in entry]
+    assert changed_outs == dict.fromkeys(TRAIN_OUTS, "deleted")
+    assert status["evaluate"] == [{"changed deps": {"models/model.pt": "deleted"}}]
+
+    # With the input fixed, `dvc repro` restores train's outputs from the run-cache instead of
+    # training again, and everything is as committed.
+    write_params(repo)
+    again = dvc(repo, env, "repro")
+    assert "Stage 'train' is cached - skipping run, checking out outputs" in again.stdout
+    assert "Running stage" not in again.stdout, again.stdout
+    assert json.loads(dvc(repo, env, "status", "--json").stdout) == {}
+    assert git(repo, "status", "--porcelain") == ""
+    assert outputs(repo) == good
+    assert_cache_intact(repo)
