@@ -102,6 +102,6 @@ docker-test: ## Run the test suite in the image on this checkout, as your uid (P
 	$(DOCKER_RUN) $(IMAGE) python -m pytest $(PYTEST_ARGS)
 
 docker-tensorboard: ## Serve runs/ with TensorBoard from the image on 127.0.0.1:6006 (set PORT)
-	$(DOCKER_RUN) -it -p 127.0.0.1:$(PORT):6006 $(IMAGE) \
-		tensorboard --logdir runs --host 0.0.0.0 --port 6006
+	@echo "TensorBoard on http://127.0.0.1:$(PORT) (it binds 0.0.0.0:6006 inside the container); Ctrl-C stops it"
+	$(DOCKER_RUN) -p 127.0.0.1:$(PORT):6006 $(IMAGE) tensorboard --logdir runs --host 0.0.0.0 --port 6006
 # ---- end of Docker ------------------------------------------------------------------------------

@@ -27,7 +27,10 @@ def configure(device: str) -> torch.device:
     """Resolve 'auto' | 'cpu' | 'cuda' and switch every nondeterministic path off."""
     # cuBLAS reads this when CUDA starts, so it must be set before the first CUDA call.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+    # The switch behind torch.use_deterministic_algorithms(True), which also imports
+    # torch._inductor to set a torch.compile flag: a second per process, for a compiler that this
+    # pipeline never uses. torch.are_deterministic_algorithms_enabled() reads the same switch.
+    torch._C._set_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     # oneDNN's CPU convolutions give results that depend on the thread count (measured: 1 and 2
     # threads differ after a few hundred steps); PyTorch's native kernels give the same bits for

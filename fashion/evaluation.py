@@ -25,14 +25,14 @@ def pr_curve(scores: torch.Tensor, positive: torch.Tensor):
     """Precision, recall and threshold at each distinct score, highest threshold first
     (scikit-learn's precision_recall_curve without its extra end point)."""
     order = torch.argsort(scores, descending=True, stable=True)
-    scores, hits = scores[order].double(), positive[order].double()
+    scores, hits = scores.index_select(0, order).double(), positive.index_select(0, order).double()
     true_pos, false_pos = hits.cumsum(0), (1 - hits).cumsum(0)
     last_of_value = torch.ones_like(scores, dtype=torch.bool)
     last_of_value[:-1] = scores[1:] != scores[:-1]
-    true_pos, false_pos = true_pos[last_of_value], false_pos[last_of_value]
+    true_pos, false_pos = true_pos.masked_select(last_of_value), false_pos.masked_select(last_of_value)
     precision = true_pos / (true_pos + false_pos)
     recall = true_pos / hits.sum() if hits.sum() > 0 else torch.zeros_like(true_pos)
-    return precision, recall, scores[last_of_value]
+    return precision, recall, scores.masked_select(last_of_value)
 
 
 def average_precision(precision: torch.Tensor, recall: torch.Tensor) -> float:
@@ -41,18 +41,23 @@ def average_precision(precision: torch.Tensor, recall: torch.Tensor) -> float:
     return float((gained * precision).sum())
 
 
-def summarize(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+def pr_curves(logits: torch.Tensor, labels: torch.Tensor) -> list:
+    """pr_curve of each class, its softmax probability as the score."""
+    probs = F.softmax(logits, dim=1)
+    return [pr_curve(probs[:, c].contiguous(), labels == c) for c in range(len(data.CLASSES))]
+
+
+def summarize(logits: torch.Tensor, labels: torch.Tensor, curves: list) -> dict:
     """Accuracy, loss, and per-class and macro precision, recall and average precision.
 
     A precision or recall with an empty denominator counts as 0, as scikit-learn's zero_division=0.
     """
-    probs = F.softmax(logits, dim=1)
     predicted = logits.argmax(dim=1)
     per_class = {}
     for c, name in enumerate(data.CLASSES):
         hit = (predicted == c) & (labels == c)
         predicted_c, actual_c = int((predicted == c).sum()), int((labels == c).sum())
-        precision, recall, _ = pr_curve(probs[:, c], labels == c)
+        precision, recall, _ = curves[c]
         per_class[name] = {
             "precision": int(hit.sum()) / predicted_c if predicted_c else 0.0,
             "recall": int(hit.sum()) / actual_c if actual_c else 0.0,
@@ -83,7 +88,8 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     net = model.load(model_path).to(device)
     logits = predict(net, data.normalize(images).to(device))
     probs = F.softmax(logits, dim=1)
-    metrics = summarize(logits, labels)
+    curves = pr_curves(logits, labels)
+    metrics = summarize(logits, labels, curves)
 
     with run_writer(logdir) as writer:
         for c, name in enumerate(data.CLASSES):
@@ -93,8 +99,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     fileio.write_text(confusion_path, "actual,predicted\n" + "".join(
         f"{data.CLASSES[a]},{data.CLASSES[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist())))
     with fileio.staged_dir(pr_dir) as staging:
-        for c, slug in enumerate(data.CLASS_SLUGS):
-            precision, recall, threshold = pr_curve(probs[:, c], labels == c)
+        for slug, (precision, recall, threshold) in zip(data.CLASS_SLUGS, curves):
             rows = _thin(list(zip(threshold.tolist(), precision.tolist(), recall.tolist())),
                          CURVE_POINTS)
             (staging / f"{slug}.csv").write_text("threshold,precision,recall\n" + "".join(

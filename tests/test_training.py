@@ -97,3 +97,11 @@ def test_divergence_stops_with_the_step(train_set):
     with pytest.raises(TrainingError, match=r"training diverged: the loss was (nan|inf) by step \d+ "
                                             r"\(lr=1e\+20\); lower lr"):
         fit(train_set, lr=1e20, log_every=1000)
+
+
+def test_configure_switches_determinism_on():
+    determinism.configure("cpu")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.benchmark and not torch.backends.mkldnn.enabled
+    with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
+        torch.nn.functional.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2).long(), 2)

