@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.graph_pb2 import GraphDef
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
@@ -32,6 +33,10 @@ def canonicalize(logdir: Path) -> None:
             for record in RawEventFileLoader(str(source)).Load():
                 event = Event.FromString(record)  # as written: no conversion to newer summary forms
                 event.wall_time = 0.0
+                if event.HasField("graph_def"):
+                    # Serialised by the writer with its attribute maps in arbitrary order.
+                    graph = GraphDef.FromString(event.graph_def)
+                    event.graph_def = graph.SerializeToString(deterministic=True)
                 events.append(event)
             source.unlink()
         with open(directory / EVENT_FILE, "wb") as f:

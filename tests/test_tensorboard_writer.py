@@ -1,8 +1,13 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from fashion.tensorboard_writer import EVENT_FILE, run_writer
+from tests.conftest import ROOT
 
 
 def write_some(logdir):
@@ -37,3 +42,20 @@ def test_a_failed_stage_leaves_the_previous_logdir_and_no_debris(tmp_path):
             raise RuntimeError("stage failed")
     assert files(tmp_path / "logs") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+
+
+GRAPH_SCRIPT = """
+import sys, torch
+from fashion.model import initial_net
+from fashion.tensorboard_writer import run_writer
+with run_writer(sys.argv[1]) as writer:
+    writer.add_graph(initial_net(0), torch.zeros(2, 1, 28, 28))
+"""
+
+
+def test_graph_bytes_do_not_depend_on_the_process(tmp_path):
+    # The writer serialises the graph's attribute maps in an order that varies between processes.
+    for seed in ("1", "2", "3"):
+        subprocess.run([sys.executable, "-c", GRAPH_SCRIPT, str(tmp_path / seed)], cwd=ROOT,
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
+    assert files(tmp_path / "1") == files(tmp_path / "2") == files(tmp_path / "3")
