@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick clean
+.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
 
 help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -38,11 +38,14 @@ tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run
 test: setup ## Run the test suite (offline, synthetic data)
 	python -m pytest $(PYTEST_ARGS)
 
-bench: setup ## Time the tutorial against the stages on the fetched data (about 3 minutes on 2 cores)
+bench: setup ## Time the tutorial against the stages on the fetched data (about 2 minutes on 2 cores)
 	python scripts/bench.py --json bench-results/$(shell date +%Y%m%d-%H%M%S).json $(BENCH_ARGS)
 
 bench-quick: setup ## Check that the benchmark runs: 300 steps on generated data
 	python scripts/bench.py --quick
+
+gpu-check: setup ## On a GPU machine: the benchmark on CUDA and two train runs compared byte for byte
+	python benchmarks/gpu_check.py
 
 clean: ## Remove DVC-cached outputs from the workspace (dvc checkout or dvc repro restores them)
 	rm -rf data/fashion-mnist runs models .pytest_cache

@@ -9,6 +9,7 @@ import functools
 import os
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -46,6 +47,18 @@ def stage_command(func):
             sys.exit(143)
 
     return wrapper
+
+
+def data_option(func):
+    return click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
+                        type=click.Path(path_type=Path),
+                        help="Directory written by the fetch stage.")(func)
+
+
+def logdir_option(default: str):
+    return click.option("--logdir", default=default, show_default=True,
+                        type=click.Path(path_type=Path),
+                        help="TensorBoard logdir to write (replaced on success).")
 
 
 def params_option(func):

@@ -13,8 +13,7 @@ from fashion import cli, evaluation, params
 
 @click.command(epilog=f"Reads params.yaml keys: {', '.join(evaluation.PARAMS)}.")
 @cli.params_option
-@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
-              type=click.Path(path_type=Path), help="Directory written by the fetch stage.")
+@cli.data_option
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,
               type=click.Path(path_type=Path), help="Weights written by the train stage.")
 @click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
@@ -26,8 +25,7 @@ from fashion import cli, evaluation, params
               type=click.Path(path_type=Path), help="Actual and predicted class per test image (CSV).")
 @click.option("--pr-dir", default="plots/pr", show_default=True, type=click.Path(path_type=Path),
               help="One precision-recall CSV per class.")
-@click.option("--logdir", default="runs/evaluate", show_default=True, type=click.Path(path_type=Path),
-              help="TensorBoard logdir to write (replaced on success).")
+@cli.logdir_option("runs/evaluate")
 @cli.stage_command
 def main(params_path, data_dir, model_path, metrics_path, provenance_path, confusion_path, pr_dir,
          logdir):

@@ -13,8 +13,7 @@ from fashion import cli, params, training
 
 @click.command(epilog=f"Reads params.yaml keys: {', '.join(training.PARAMS)}.")
 @cli.params_option
-@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
-              type=click.Path(path_type=Path), help="Directory written by the fetch stage.")
+@cli.data_option
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,
               type=click.Path(path_type=Path), help="Where to write the trained state_dict.")
 @click.option("--metrics", "metrics_path", default="metrics/train.json", show_default=True,
@@ -24,8 +23,7 @@ from fashion import cli, params, training
               help="Code, params, data, software and hardware of this run (JSON).")
 @click.option("--plots", "plots_path", default="plots/train_loss.csv", show_default=True,
               type=click.Path(path_type=Path), help="Loss and accuracy per log step (CSV).")
-@click.option("--logdir", default="runs/train", show_default=True, type=click.Path(path_type=Path),
-              help="TensorBoard logdir to write (replaced on success).")
+@cli.logdir_option("runs/train")
 @cli.stage_command
 def main(params_path, data_dir, model_path, metrics_path, provenance_path, plots_path, logdir):
     """Train with SGD and momentum; every log_every mini-batches log the running loss, accuracy,

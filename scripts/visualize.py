@@ -13,10 +13,8 @@ from fashion import cli, params, visualize
 
 @click.command(epilog=f"Reads params.yaml keys: {', '.join(visualize.PARAMS)}.")
 @cli.params_option
-@click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
-              type=click.Path(path_type=Path), help="Directory written by the fetch stage.")
-@click.option("--logdir", default="runs/visualize", show_default=True, type=click.Path(path_type=Path),
-              help="TensorBoard logdir to write (replaced on success).")
+@cli.data_option
+@cli.logdir_option("runs/visualize")
 @cli.stage_command
 def main(params_path, data_dir, logdir):
     """Log the first training batch as an image grid, the model graph and the embedding projector."""
