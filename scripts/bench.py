@@ -94,7 +94,7 @@ def main(quick, device, data_dir, skip_tutorial, json_path):
         work = Path(tmp)
         data_dir = prepare_data(work, quick, data_dir)
         (work / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
-        results = {"machine": {"cpu": provenance._cpu_name(), "cores": os.cpu_count(),
+        results = {"machine": {"cpu": provenance.cpu_name(), "cores": os.cpu_count(),
                                "platform": platform.platform(), "torch": torch.__version__,
                                "device": device,
                                "gpu": torch.cuda.get_device_name() if device == "cuda" else None},
