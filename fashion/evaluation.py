@@ -41,9 +41,8 @@ def average_precision(precision: torch.Tensor, recall: torch.Tensor) -> float:
     return float((gained * precision).sum())
 
 
-def pr_curves(logits: torch.Tensor, labels: torch.Tensor) -> list:
+def pr_curves(probs: torch.Tensor, labels: torch.Tensor) -> list:
     """pr_curve of each class, its softmax probability as the score."""
-    probs = F.softmax(logits, dim=1)
     return [pr_curve(probs[:, c].contiguous(), labels == c) for c in range(len(data.CLASSES))]
 
 
@@ -88,7 +87,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     net = model.load(model_path).to(device)
     logits = predict(net, data.normalize(images).to(device))
     probs = F.softmax(logits, dim=1)
-    curves = pr_curves(logits, labels)
+    curves = pr_curves(probs, labels)
     metrics = summarize(logits, labels, curves)
 
     with run_writer(logdir) as writer:

@@ -36,14 +36,14 @@ def test_pr_curve_runs_from_high_threshold_to_full_recall():
 def test_summarize_perfect_and_known_predictions():
     labels = torch.arange(10).repeat(3)
     perfect = torch.nn.functional.one_hot(labels, 10).float() * 10
-    metrics = evaluation.summarize(perfect, labels, evaluation.pr_curves(perfect, labels))
+    metrics = evaluation.summarize(perfect, labels, evaluation.pr_curves(perfect.softmax(1), labels))
     assert metrics["accuracy"] == 1.0
     assert metrics["macro"] == {"precision": 1.0, "recall": 1.0, "average_precision": 1.0}
     assert list(metrics["per_class"]) == list(CLASSES)
 
     wrong = perfect.clone()
     wrong[0] = torch.nn.functional.one_hot(torch.tensor(1), 10).float() * 10  # a T-shirt called Trouser
-    metrics = evaluation.summarize(wrong, labels, evaluation.pr_curves(wrong, labels))
+    metrics = evaluation.summarize(wrong, labels, evaluation.pr_curves(wrong.softmax(1), labels))
     assert metrics["accuracy"] == pytest.approx(29 / 30)
     assert metrics["per_class"]["T-shirt/top"]["recall"] == pytest.approx(2 / 3)
     assert metrics["per_class"]["Trouser"]["precision"] == pytest.approx(3 / 4)
