@@ -1,22 +1,31 @@
-"""Every GPU check in one run; prints a short table.
+"""Every GPU check in one run; prints a short table (`make gpu-check`).
 
-1. The benchmark on CUDA: the tutorial moved to the GPU against the stages (scripts/bench.py).
-2. Reproduction: the train stage twice on the GPU, weights, metrics and logs compared byte for byte.
+1. tests/test_cuda.py: the CUDA-graph step against eager CUDA and the CPU, the train stage on CUDA.
+2. The benchmark on CUDA: the tutorial moved to the GPU against the stages (scripts/bench.py).
+3. Reproduction: the train stage twice, weights, metrics and logs compared byte for byte.
+4. The cost of a training step on the real data: eager CUDA against the CUDA graph, same bits.
 
-Needs the fetched data in data/fashion-mnist and the packages of requirements.txt except dvc
-(ruamel.yaml included). `--device cpu` runs the same checks on the CPU.
+A check that fails is reported in the table and the others still run. Needs the fetched data in
+data/fashion-mnist and the packages of requirements.txt except dvc. `--device cpu --quick` runs
+the same code on the CPU, to check this script.
 """
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import time
+import traceback
 from pathlib import Path
 
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STEP_COST_IMAGES = 8000  # 2000 steps of 4: enough for a stable per-step time, seconds eagerly
 
 
 def digest(path: Path) -> str:
@@ -26,13 +35,108 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_once(work: Path, params: Path, data: Path) -> dict:
-    outs = {"model": work / "model.pt", "metrics": work / "train.json", "logdir": work / "runs"}
-    subprocess.run([sys.executable, ROOT / "scripts/train.py", "--params", params, "--data", data,
-                    "--model", outs["model"], "--metrics", outs["metrics"], "--provenance",
-                    work / "provenance.json", "--plots", work / "loss.csv", "--logdir",
-                    outs["logdir"]], check=True)
-    return {name: digest(path) for name, path in outs.items()}
+def checked(subprocess_args: list, timeout: float) -> subprocess.CompletedProcess:
+    """Run a process with its output passing through; a failure or a hang raises."""
+    done = subprocess.run([str(a) for a in subprocess_args], cwd=ROOT, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(str(subprocess_args[1])).name} exited {done.returncode}")
+    return done
+
+
+def cuda_tests(device: str, state: dict, **_) -> list[tuple[str, str]]:
+    # -x and a per-test timeout (which prints every thread's stack): a hang costs a minute, and
+    # the remaining checks then run the step eagerly.
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-v", "--timeout", "60",
+                           "-p", "no:cacheprovider", "tests/test_cuda.py"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    print(done.stdout[-6000:], done.stderr[-2000:])
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "no output"
+    if done.returncode != 0 and device == "cuda":
+        os.environ["FASHION_CUDA_GRAPH"] = "0"
+        state["graph"] = False
+        summary += "; later checks run the step eagerly"
+    return [("tests/test_cuda.py", summary)]
+
+
+def step_cost(device: str, data_dir: Path, quick: bool, state: dict, **_) -> list[tuple[str, str]]:
+    import torch
+
+    from fashion import data, determinism, model, training
+
+    determinism.configure(device)
+    images, labels = data.load_split(data_dir, "train")
+    n = 1200 if quick else STEP_COST_IMAGES
+    images, labels = data.normalize(images[:n]).to(device), labels[:n].to(device)
+    rows, weights = [], {}
+    modes = (("eager", False), ("CUDA graph", True)) if state.get("graph", True) else (("eager", False),)
+    for name, graph in modes:
+        net = model.initial_net(0).to(device)
+        start = time.perf_counter()
+        result = training.train(net, images, labels, lr=0.001, momentum=0.9, batch_size=4,
+                                epochs=1, log_every=10**9, seed=0, cuda_graph=graph)
+        seconds = time.perf_counter() - start  # train() ends on .item(): the GPU has finished
+        weights[name] = torch.cat([p.detach().flatten() for p in net.parameters()]).cpu()
+        rows.append((f"train step, {name}, ms (incl. capture)",
+                     f"{seconds / result.steps * 1000:.3f} over {result.steps} steps"))
+    if len(weights) == 1:
+        return rows
+    same = torch.equal(weights["eager"], weights["CUDA graph"])
+    return rows + [("eager and graph weights identical", "yes" if same else "NO")]
+
+
+def benchmark(device: str, data_dir: Path, quick: bool, out_dir: Path, state: dict,
+              **_) -> list[tuple[str, str]]:
+    bench = out_dir / f"bench-{device}.json"
+    checked([sys.executable, ROOT / "scripts/bench.py", "--device", device, "--data", data_dir,
+             "--json", bench, *(["--quick"] if quick else [])], timeout=300)
+    results = json.loads(bench.read_text())
+    state["params"] = results["params"]
+    machine, tutorial, ours = results["machine"], results["tutorial"], results["ours"]
+    stages = sum(ours[s]["wall"] for s in ("visualize", "train", "evaluate"))
+    return [
+        ("machine", f"{machine['gpu'] or machine['cpu']}; torch {machine['torch']}"),
+        ("tutorial: whole process / train phase, s",
+         f"{tutorial['wall']:.1f} / {tutorial['phases']['train']:.1f}"),
+        ("stages: visualize + train + evaluate, s", f"{stages:.1f}"),
+        ("train stage: whole process / training loop, s",
+         f"{ours['train']['wall']:.1f} / {ours['train']['loop_seconds']:.2f}"),
+        ("train stage loop never logging, s",
+         f"{ours['train_without_logging']['loop_seconds']:.2f}"),
+        ("speed-up, training loop", f"{tutorial['phases']['train'] / ours['train']['loop_seconds']:.1f}x"),
+        ("speed-up, train phase / train process",
+         f"{tutorial['phases']['train'] / ours['train']['wall']:.1f}x"),
+        ("speed-up, whole", f"{tutorial['wall'] / stages:.1f}x"),
+        ("test accuracy, tutorial / ours", f"{tutorial['accuracy']:.4f} / {ours['accuracy']:.4f}"),
+        ("peak RSS of train, MB", f"{ours['train']['peak_rss_mb']:.0f}"),
+    ]
+
+
+def reproduction(device: str, data_dir: Path, quick: bool, out_dir: Path, state: dict,
+                 **_) -> list[tuple[str, str]]:
+    from fashion import params as params_module
+
+    values = state.get("params") or params_module.load(ROOT / "params.yaml",
+                                                       tuple(params_module.RULES))
+    values = {**values, "device": device, **({"log_every": 100} if quick else {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+        runs = []
+        for i in (1, 2):
+            run_dir = work / f"run{i}"
+            outs = {"model": run_dir / "model.pt", "metrics": run_dir / "train.json",
+                    "losses": run_dir / "loss.csv", "logdir": run_dir / "runs"}
+            checked([sys.executable, ROOT / "scripts/train.py", "--params", work / "params.yaml",
+                     "--data", data_dir, "--model", outs["model"], "--metrics", outs["metrics"],
+                     "--provenance", run_dir / "provenance.json", "--plots", outs["losses"],
+                     "--logdir", outs["logdir"]], timeout=90)
+            runs.append({name: digest(path) for name, path in outs.items()})
+        metrics = json.loads(outs["metrics"].read_text())
+    (out_dir / f"reproduction-{device}.json").write_text(json.dumps(runs, indent=2) + "\n")
+    rows = [(f"two train runs: identical {name}", "yes" if runs[0][name] == runs[1][name] else "NO")
+            for name in runs[0]]
+    return rows + [("train stage final window: loss / accuracy",
+                    f"{metrics['loss']:.4f} / {metrics['accuracy']:.4f}")]
 
 
 @click.command()
@@ -41,45 +145,42 @@ def train_once(work: Path, params: Path, data: Path) -> dict:
               type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", default="gpu-check", show_default=True,
               type=click.Path(path_type=Path), help="Where the JSON results go.")
-@click.option("--quick", is_flag=True, help="Generated data, 300 steps (to check this script).")
+@click.option("--quick", is_flag=True, help="Generated data and a few hundred steps.")
 def main(device, data_dir, out_dir, quick):
     out_dir.mkdir(parents=True, exist_ok=True)
-    bench = out_dir / f"bench-{device}.json"
-    subprocess.run([sys.executable, ROOT / "scripts/bench.py", "--device", device, "--data",
-                    data_dir, "--json", bench, *(["--quick"] if quick else [])], check=True)
-    results = json.loads(bench.read_text())
-
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        params = work / "params.yaml"
-        params.write_text("".join(f"{k}: {v}\n" for k, v in results["params"].items()))
-        data = data_dir
         if quick:
-            sys.path.insert(0, str(ROOT))
             from fashion import synthetic
-            checksums = synthetic.write(work / "mirror", n_train=1200, n_test=400)
-            data = work / "data"
-            subprocess.run([sys.executable, ROOT / "scripts/fetch.py", "--out", data, "--mirror",
-                            work / "mirror", "--checksums", checksums], check=True)
-        runs = [train_once(work / f"run{i}", params, data) for i in (1, 2)]
-    identical = {name: runs[0][name] == runs[1][name] for name in runs[0]}
-    (out_dir / f"reproduction-{device}.json").write_text(json.dumps(
-        {"runs": runs, "identical": identical}, indent=2) + "\n")
 
-    machine, tutorial, ours = results["machine"], results["tutorial"], results["ours"]
-    click.echo(f"\n{machine['gpu'] or machine['cpu']}; torch {machine['torch']}; device {device}")
+            work = Path(tmp)
+            checksums = synthetic.write(work / "mirror", n_train=1200, n_test=400)
+            data_dir = work / "data"
+            checked([sys.executable, ROOT / "scripts/fetch.py", "--out", data_dir, "--mirror",
+                     work / "mirror", "--checksums", checksums], timeout=60)
+        rows, failed, state = [], False, {}
+        for check in (cuda_tests, benchmark, reproduction, step_cost):
+            click.echo(f"\n== {check.__name__} ==", err=True)
+            start = time.perf_counter()
+            try:
+                found = check(device=device, data_dir=data_dir.resolve(), quick=quick,
+                              out_dir=out_dir, state=state)
+            except Exception as exc:
+                traceback.print_exc()
+                found = [(check.__name__, f"FAILED: {exc}")]
+                failed = True
+            found.append((f"({check.__name__} took, s)", f"{time.perf_counter() - start:.0f}"))
+            rows += found
+            for name, value in found:  # as they come, in case a later check never ends
+                click.echo(f"|> {name} | {value} |", err=True)
+
+    click.echo(f"\ndevice {device}")
     click.echo("| check | value |\n|---|---|")
-    click.echo(f"| tutorial train phase, s | {tutorial['phases']['train']:.1f} |")
-    click.echo(f"| tutorial whole process, s | {tutorial['wall']:.1f} |")
-    click.echo(f"| train stage training loop, s | {ours['train']['loop_seconds']:.2f} |")
-    click.echo(f"| train stage whole process, s | {ours['train']['wall']:.1f} |")
-    loop_ratio = tutorial["phases"]["train"] / ours["train"]["loop_seconds"]
-    whole_ratio = tutorial["wall"] / sum(ours[s]["wall"] for s in ("visualize", "train", "evaluate"))
-    click.echo(f"| speed-up, training loop | {loop_ratio:.1f}x |")
-    click.echo(f"| speed-up, visualize+train+evaluate | {whole_ratio:.1f}x |")
-    click.echo(f"| test accuracy, tutorial / ours | {tutorial['accuracy']:.4f} / {ours['accuracy']:.4f} |")
-    for name, same in identical.items():
-        click.echo(f"| two train runs: identical {name} | {'yes' if same else 'NO'} |")
+    for name, value in rows:
+        click.echo(f"| {name} | {value} |")
+    failed = failed or any(value in ("NO",) or value.startswith("FAILED") for _, value in rows) \
+        or any(name == "tests/test_cuda.py" and ("failed" in value or "error" in value)
+               for name, value in rows)
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.graph_pb2 import GraphDef
+from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
@@ -55,3 +56,12 @@ def run_writer(logdir: str | Path) -> Iterator[SummaryWriter]:
         finally:
             writer.close()
         canonicalize(staging)
+
+
+def add_serialized_summary(writer: SummaryWriter, summary: bytes, step: int) -> None:
+    """Write a Summary built elsewhere (figures.predictions_summary) as add_figure would have.
+
+    SummaryWriter's add_* methods all build their Summary in the calling process; this is the
+    one step of add_image that remains once the figure was drawn and encoded in a worker.
+    """
+    writer._get_file_writer().add_summary(Summary.FromString(summary), step)

@@ -1,9 +1,11 @@
 """Training: the tutorial's SGD loop over seeded mini-batches of a device-resident dataset."""
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +15,10 @@ import torch.nn.functional as F
 
 from fashion import data, determinism, fileio, model, provenance
 from fashion.errors import TrainingError
-from fashion.figures import predictions_figure
-from fashion.tensorboard_writer import run_writer
+from fashion.figures import FigureRenderer
+from fashion.tensorboard_writer import add_serialized_summary, run_writer
 
+FIGURE_TAG = "predictions vs. actuals"
 PARAMS = ("seed", "lr", "momentum", "batch_size", "epochs", "log_every", "device")
 
 
@@ -89,8 +92,11 @@ class _CudaGraphStep:
         self.eager = (net, sgd, images, labels, loss_sum, correct)
         self.idx = torch.arange(batch_size, device=images.device)
         saved = [p.detach().clone() for p in sgd.params]
-        # Capture needs a few eager steps first (lazy state, cuBLAS workspaces); they train,
-        # so the weights, momentum and tallies are put back afterwards.
+        # Capture needs a few eager steps first (lazy state, cuBLAS handles and workspaces);
+        # they train, so the weights, momentum and tallies are put back afterwards. Warm-up and
+        # capture share one stream: backward runs on autograd's own thread, whose cuBLAS
+        # workspace is kept per stream and must not be created while capturing, and autograd
+        # nodes remember the stream they last ran on.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -98,7 +104,7 @@ class _CudaGraphStep:
                 _sgd_step(net, sgd, images, labels, self.idx, loss_sum, correct)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=side):
             self.x, self.y = _sgd_step(net, sgd, images, labels, self.idx, loss_sum, correct)
         with torch.no_grad():
             for p, p0 in zip(sgd.params, saved):
@@ -118,16 +124,18 @@ class _CudaGraphStep:
 
 
 def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, epochs: int,
-          log_every: int, seed: int, on_log: OnLog | None = None) -> TrainResult:
+          log_every: int, seed: int, on_log: OnLog | None = None,
+          cuda_graph: bool = True) -> TrainResult:
     """Train `net` in place on normalised `images` (N, 1, 28, 28) and `labels`, both on its device.
 
     Every `log_every` mini-batches, `on_log` gets the window's statistics and the last batch.
+    On a GPU the step is a CUDA graph unless `cuda_graph` is False (the eager reference).
     """
     device = images.device
     sgd = SGD(list(net.parameters()), lr, momentum)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    if device.type == "cuda" and batch_size <= len(images):
+    if cuda_graph and device.type == "cuda" and batch_size <= len(images):
         step = _CudaGraphStep(net, sgd, images, labels, batch_size, loss_sum, correct)
     else:
         def step(idx):
@@ -167,6 +175,12 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
     return TrainResult(points, final, steps)
 
 
+def _cuda_graph_wanted() -> bool:
+    """FASHION_CUDA_GRAPH=0 runs the GPU step eagerly: the same bits, slower; for debugging, or a
+    driver that cannot capture graphs."""
+    return os.environ.get("FASHION_CUDA_GRAPH", "1") != "0"
+
+
 def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, plots_path: Path, logdir: Path) -> TrainResult:
     """The train stage: fit the Net, log to TensorBoard, write weights, metrics and loss curve."""
@@ -177,19 +191,26 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     images, labels = data.normalize(images).to(device), labels.to(device)
     net = model.initial_net(params["seed"]).to(device)
 
-    with run_writer(logdir) as writer:
+    # The figures are drawn in a worker while training goes on, and everything is written once
+    # training ends, in the order of the log points: the same event file as logging inline.
+    logged: list[tuple[LogPoint, Future]] = []
+    with FigureRenderer() as figures:
         def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
-            writer.add_scalar("training loss", point.loss, point.step)
-            writer.add_scalar("training accuracy", point.accuracy, point.step)
-            writer.add_scalar("learning rate", point.lr, point.step)
             with torch.no_grad():
                 probs = F.softmax(net(x), dim=1)
-            writer.add_figure("predictions vs. actuals", predictions_figure(x, y, probs), point.step)
+            logged.append((point, figures.submit(FIGURE_TAG, x, y, probs)))
 
         start = time.perf_counter()
-        result = train(net, images, labels, on_log=log,
+        result = train(net, images, labels, on_log=log, cuda_graph=_cuda_graph_wanted(),
                        **{k: params[k] for k in PARAMS if k != "device"})
         seconds = time.perf_counter() - start
+
+        with run_writer(logdir) as writer:
+            for point, figure in logged:
+                writer.add_scalar("training loss", point.loss, point.step)
+                writer.add_scalar("training accuracy", point.accuracy, point.step)
+                writer.add_scalar("learning rate", point.lr, point.step)
+                add_serialized_summary(writer, figure.result(), point.step)
 
     model.save(net, model_path)
     fileio.write_text(plots_path, "step,loss,accuracy\n" + "".join(

@@ -103,5 +103,7 @@ def test_configure_switches_determinism_on():
     determinism.configure("cpu")
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.backends.cudnn.benchmark and not torch.backends.mkldnn.enabled
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"  # no TF32 convolutions on a GPU
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
     with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
         torch.nn.functional.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2).long(), 2)
