@@ -1,8 +1,9 @@
 """The matplotlib figure of the tutorial's 'predictions vs. actuals' view, and a process that
 renders it while training goes on."""
 
+import multiprocessing
 import signal
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.pool import AsyncResult
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from torch.utils.tensorboard._utils import figure_to_image
 from torch.utils.tensorboard.summary import image
 
 from fashion.data import CLASSES, unnormalize
+from fashion.errors import FashionError
 
 PANELS = 4
 
@@ -44,31 +46,49 @@ def predictions_summary(tag: str, images: np.ndarray, labels: np.ndarray,
     return image(tag, figure_to_image(fig), dataformats="CHW").SerializeToString()
 
 
-def _worker_signals() -> None:
-    # Ctrl-C reaches the whole process group: the stage handles it and shuts the worker down,
-    # which would otherwise print a traceback of its own. SIGTERM ends the worker plainly rather
-    # than through the stage's handler, which a forked worker inherits.
+def _worker_setup() -> None:
+    # Ctrl-C reaches the whole process group: the stage handles it and stops the worker, which
+    # would otherwise print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    torch.set_num_threads(1)  # four small images: threads would only compete with training
 
 
 class FigureRenderer:
-    """Renders prediction figures in one worker process, in the order they were asked for.
+    """Renders prediction figures in one worker process while training goes on.
 
     Drawing a figure and encoding its PNG takes about 90 ms of a CPU core, 1.3 s over the 15
     figures of a default run: 8% of CPU training and a third of a GPU run. The training loop uses
     one core at the tutorial's batch size, so the drawing goes on another.
+
+    The worker is a fresh interpreter ('spawn'), never a fork of the stage: a fork taken after
+    OpenMP's threads had run hung in its first tensor operation (the train stage at batch 64 on
+    the CPU, and every run on CUDA).
     """
 
+    TIMEOUT = 120  # seconds for one figure, against some 0.1 s normally: the worker is stuck
+
     def __enter__(self) -> "FigureRenderer":
-        self.pool = ProcessPoolExecutor(max_workers=1, initializer=_worker_signals)
+        # The worker starts now, so that its imports overlap the stage's data loading.
+        self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=_worker_setup)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Once its figures are collected the worker holds nothing; after a failure, nothing
+        # that is still wanted. Stopping it beats waiting for its interpreter to wind down.
+        self.pool.terminate()
+        self.pool.join()
 
     def submit(self, tag: str, images: torch.Tensor, labels: torch.Tensor,
-               probs: torch.Tensor) -> "Future[bytes]":
-        """Start drawing; the future's result is what predictions_summary returns."""
+               probs: torch.Tensor) -> AsyncResult:
+        """Start drawing; pass what this returns to `result`."""
         arrays = [t[:PANELS].detach().cpu().numpy() for t in (images, labels, probs)]
-        return self.pool.submit(predictions_summary, tag, *arrays)
+        return self.pool.apply_async(predictions_summary, (tag, *arrays))
+
+    def result(self, pending: AsyncResult) -> bytes:
+        """What predictions_summary returned in the worker."""
+        try:
+            return pending.get(self.TIMEOUT)
+        except multiprocessing.TimeoutError:
+            raise FashionError(f"the figure worker drew nothing for {self.TIMEOUT} s and was "
+                               "stopped; rerun the stage, and report it if it happens again") \
+                from None

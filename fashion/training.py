@@ -5,7 +5,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from multiprocessing.pool import AsyncResult
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,7 +193,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
 
     # The figures are drawn in a worker while training goes on, and everything is written once
     # training ends, in the order of the log points: the same event file as logging inline.
-    logged: list[tuple[LogPoint, Future]] = []
+    logged: list[tuple[LogPoint, AsyncResult]] = []
     with FigureRenderer() as figures:
         def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
             with torch.no_grad():
@@ -210,7 +210,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
                 writer.add_scalar("training loss", point.loss, point.step)
                 writer.add_scalar("training accuracy", point.accuracy, point.step)
                 writer.add_scalar("learning rate", point.lr, point.step)
-                add_serialized_summary(writer, figure.result(), point.step)
+                add_serialized_summary(writer, figures.result(figure), point.step)
 
     model.save(net, model_path)
     fileio.write_text(plots_path, "step,loss,accuracy\n" + "".join(

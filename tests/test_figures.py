@@ -1,9 +1,12 @@
 import pytest
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard._utils import figure_to_image
 
 from fashion.data import CLASSES
-from fashion.figures import predictions_figure
+from fashion.figures import FigureRenderer, predictions_figure
+from fashion.tensorboard_writer import add_serialized_summary
+from tests.events import summaries
 
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 7])
@@ -28,3 +31,30 @@ def test_accepts_tensors_that_need_grad():
     probs = net(images.flatten(1)).softmax(1)
     assert probs.requires_grad
     assert len(predictions_figure(images, torch.tensor([0, 1]), probs).get_axes()) == 2
+
+
+def test_worker_writes_what_add_figure_writes(tmp_path):
+    images = torch.rand(4, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([0, 3, 9, 5])
+    probs = torch.softmax(torch.randn(4, 10, generator=torch.Generator().manual_seed(0)), 1)
+    with SummaryWriter(tmp_path / "inline") as writer:
+        writer.add_figure("f", predictions_figure(images, labels, probs), 7)
+    with FigureRenderer() as renderer, SummaryWriter(tmp_path / "worker") as writer:
+        add_serialized_summary(writer, renderer.result(renderer.submit("f", images, labels, probs)), 7)
+    [inline], [worker] = (summaries(tmp_path / name)["f"] for name in ("inline", "worker"))
+    assert inline == worker and inline[1].image.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_worker_starts_after_parallel_cpu_work():
+    # A forked worker hung in its first tensor operation once OpenMP's threads had run in the
+    # stage (the train stage at batch 64, and every CUDA run): the worker must be a fresh process.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.ones(2000, 2000).matmul(torch.ones(2000, 2000)).sum()
+        with FigureRenderer() as renderer:
+            summary = renderer.result(renderer.submit(
+                "f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1)))
+    finally:
+        torch.set_num_threads(threads)
+    assert summary
