@@ -44,7 +44,7 @@ bench: setup ## Time the tutorial against the stages on the fetched data (about 
 bench-quick: setup ## Check that the benchmark runs: 300 steps on generated data
 	python scripts/bench.py --quick
 
-gpu-check: setup ## On a GPU machine: the benchmark on CUDA and two train runs compared byte for byte
+gpu-check: setup ## On a GPU machine: CUDA tests, the benchmark on CUDA, two train runs compared byte for byte
 	python benchmarks/gpu_check.py
 
 clean: ## Remove DVC-cached outputs from the workspace (dvc checkout or dvc repro restores them)
