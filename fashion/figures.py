@@ -1,18 +1,23 @@
 """The matplotlib figure of the tutorial's 'predictions vs. actuals' view, and a process that
 renders it while training goes on."""
 
+from __future__ import annotations  # Figure appears in annotations without being imported
+
 import multiprocessing
 import signal
 from multiprocessing.pool import AsyncResult
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from torch.utils.tensorboard._utils import figure_to_image
-from torch.utils.tensorboard.summary import image
 
 from fashion.data import CLASSES, unnormalize
 from fashion.errors import FashionError
+
+# matplotlib is imported where figures are drawn, in the worker: the train stage itself would
+# spend a third of a second importing it.
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PANELS = 4
 
@@ -24,6 +29,8 @@ def predictions_figure(images: torch.Tensor, labels: torch.Tensor, probs: torch.
     Unlike the tutorial's version this takes any batch size (it hard-coded four panels) and
     tensors from any device.
     """
+    from matplotlib.figure import Figure
+
     images, labels, probs = images.detach().cpu(), labels.cpu(), probs.detach().cpu()
     shown = min(PANELS, len(images))
     confidence, predicted = probs.max(dim=1)
@@ -41,6 +48,9 @@ def predictions_figure(images: torch.Tensor, labels: torch.Tensor, probs: torch.
 def predictions_summary(tag: str, images: np.ndarray, labels: np.ndarray,
                         probs: np.ndarray) -> bytes:
     """The serialised image Summary that SummaryWriter.add_figure would write for this figure."""
+    from torch.utils.tensorboard._utils import figure_to_image
+    from torch.utils.tensorboard.summary import image
+
     fig = predictions_figure(torch.from_numpy(images), torch.from_numpy(labels),
                              torch.from_numpy(probs))
     return image(tag, figure_to_image(fig), dataformats="CHW").SerializeToString()
