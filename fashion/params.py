@@ -76,6 +76,11 @@ def validate(values: Any, source: str = "params.yaml") -> dict[str, Any]:
     return checked
 
 
+def write(path: str | Path, values: dict[str, Any]) -> None:
+    """A flat params file of `values`, one `key: value` line each (for benchmarks and tests)."""
+    Path(path).write_text("".join(f"{key}: {value}\n" for key, value in values.items()))
+
+
 def load(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
     """Validate the whole params file, then return the keys a stage reads."""
     path = Path(path)

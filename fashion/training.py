@@ -5,8 +5,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from multiprocessing.pool import AsyncResult
 from dataclasses import dataclass
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import click

@@ -93,7 +93,7 @@ def main(quick, device, data_dir, skip_tutorial, json_path):
     with tempfile.TemporaryDirectory(prefix="fashion-bench-") as tmp:
         work = Path(tmp)
         data_dir = prepare_data(work, quick, data_dir)
-        (work / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+        params.write(work / "params.yaml", values)
         results = {"machine": {"cpu": provenance.cpu_name(), "cores": os.cpu_count(),
                                "platform": platform.platform(), "torch": torch.__version__,
                                "device": device,
@@ -131,8 +131,7 @@ def main(quick, device, data_dir, skip_tutorial, json_path):
 
         # The cost of the TensorBoard scalars and figures: the same training, never logging.
         click.echo("running the train stage without logging...", err=True)
-        (work / "quiet.yaml").write_text("".join(
-            f"{k}: {10**9 if k == 'log_every' else v}\n" for k, v in values.items()))
+        params.write(work / "quiet.yaml", {**values, "log_every": 10**9})
         run = timed([sys.executable, ROOT / "scripts/train.py", "--params", work / "quiet.yaml",
                      "--data", data_dir, "--model", work / "quiet.pt", "--metrics", work / "q.json",
                      "--provenance", work / "qp.json", "--plots", work / "q.csv", "--logdir",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion import synthetic
+from fashion import params, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone needs to run the pipeline; outputs and the committed baseline stay behind.
@@ -21,7 +21,7 @@ TEST_PARAMS = {"seed": 0, "lr": 0.02, "momentum": 0.9, "batch_size": 4, "epochs"
 
 def write_params(repo: Path, **changes) -> None:
     values = {**TEST_PARAMS, **changes}
-    (repo / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+    params.write(repo / "params.yaml", values)
 
 
 def run(args, cwd, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:
@@ -61,7 +61,7 @@ def env(dataset, tmp_path_factory) -> dict:
             "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 
 
-def make_repo(path: Path, **params) -> Path:
+def make_repo(path: Path, **changes) -> Path:
     """A git repository holding a copy of the project, committed, with test params."""
     path.mkdir(parents=True)
     for name in PROJECT_FILES:
@@ -71,7 +71,7 @@ def make_repo(path: Path, **params) -> Path:
         else:
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
-    write_params(path, **params)
+    write_params(path, **changes)
     git(path, "init", "-q", "-b", "main")
     git(path, "add", "-A")
     git(path, "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "project")

@@ -155,23 +155,24 @@ def wrong_content(handler, body):
     send(handler, gzip.compress(bytes(content), mtime=0))
 
 
-def interrupted(handler, body):
-    """The connection drops halfway through a body of the declared length."""
+def _half_body(handler, body):
+    """Headers declaring the whole body, then only its first half."""
     handler.send_response(200)
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body[:len(body) // 2])
     handler.wfile.flush()
+
+
+def interrupted(handler, body):
+    """The connection drops halfway through a body of the declared length."""
+    _half_body(handler, body)
     handler.connection.shutdown(socket.SHUT_RDWR)
 
 
 def stalled(handler, body):
     """Headers and half the body, then silence until the test ends."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body[:len(body) // 2])
-    handler.wfile.flush()
+    _half_body(handler, body)
     handler.server.mirror.stopping.wait(30)
 
 

@@ -19,6 +19,13 @@ def test_committed_params_are_valid_and_complete():
                       "log_every": 1000, "embedding_samples": 100, "device": "auto"}
 
 
+def test_written_params_load_back_unchanged(tmp_path):
+    values = {"seed": 7, "lr": 1e-05, "momentum": 0.0, "batch_size": 64, "epochs": 2,
+              "log_every": 10**9, "embedding_samples": 5, "device": "cpu"}
+    params.write(tmp_path / "params.yaml", values)
+    assert params.load(tmp_path / "params.yaml", tuple(params.RULES)) == values
+
+
 def test_readme_params_table_matches_params_yaml():
     readme = (ROOT / "README.md").read_text()
     values = params.load(ROOT / "params.yaml", tuple(params.RULES))
