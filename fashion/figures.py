@@ -1,15 +1,27 @@
-"""The matplotlib figure of the tutorial's 'predictions vs. actuals' view, and a process that
-renders it while training goes on."""
+"""The matplotlib figure of the tutorial's 'predictions vs. actuals' view, and a worker process
+that draws it while training goes on.
 
-from __future__ import annotations  # Figure appears in annotations without being imported
+Only `prediction_panels` needs torch. Everything the worker runs (`panels_figure`,
+`image_summary`, `serve`) needs numpy, matplotlib, Pillow and TensorBoard's protobufs, never
+torch: see FigureRenderer.
+"""
 
-import multiprocessing
+from __future__ import annotations  # torch and Figure appear in annotations without being imported
+
+import contextlib
+import io
+import os
+import pickle
+import queue
 import signal
-from multiprocessing.pool import AsyncResult
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fashion.data import CLASSES, unnormalize
 from fashion.errors import FashionError
@@ -17,88 +29,166 @@ from fashion.errors import FashionError
 # matplotlib is imported where figures are drawn, in the worker: the train stage itself would
 # spend a third of a second importing it.
 if TYPE_CHECKING:
+    import torch
     from matplotlib.figure import Figure
 
 PANELS = 4
 
 
-def predictions_figure(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor) -> Figure:
-    """Up to four images of a batch, each titled with the predicted class, its probability and the
-    actual class, in green when the prediction is right and red when it is wrong.
+@dataclass(frozen=True)
+class Panel:
+    pixels: np.ndarray  # (28, 28) grey levels in [0, 1]
+    title: str
+    right: bool         # the prediction was the label
 
-    Unlike the tutorial's version this takes any batch size (it hard-coded four panels) and
-    tensors from any device.
-    """
+
+def prediction_panels(images: torch.Tensor, labels: torch.Tensor,
+                      probs: torch.Tensor) -> list[Panel]:
+    """Up to four images of a batch, each titled with the predicted class, its probability and the
+    actual class. Unlike the tutorial's version this takes any batch size (it hard-coded four
+    panels) and tensors from any device."""
+    images, labels = images[:PANELS].detach().cpu(), labels[:PANELS].cpu()
+    confidence, predicted = probs[:PANELS].detach().cpu().max(dim=1)
+    return [Panel(unnormalize(images[i]).mean(dim=0).numpy(),
+                  f"{CLASSES[predicted[i]]}, {confidence[i] * 100:.1f}%\n"
+                  f"(label: {CLASSES[labels[i]]})",
+                  bool(predicted[i] == labels[i]))
+            for i in range(len(images))]
+
+
+def panels_figure(panels: list[Panel]) -> Figure:
+    """The panels side by side, titles in green for a right prediction and red for a wrong one."""
     from matplotlib.figure import Figure
 
-    images, labels, probs = images.detach().cpu(), labels.cpu(), probs.detach().cpu()
-    shown = min(PANELS, len(images))
-    confidence, predicted = probs.max(dim=1)
     # A Figure not registered with pyplot: nothing global to leak between calls.
-    fig = Figure(figsize=(2.5 * shown, 3.2), layout="constrained")
-    for i in range(shown):
-        ax = fig.add_subplot(1, shown, i + 1, xticks=[], yticks=[])
-        ax.imshow(unnormalize(images[i]).mean(dim=0).numpy(), cmap="Greys")
-        right = bool(predicted[i] == labels[i])
-        ax.set_title(f"{CLASSES[predicted[i]]}, {confidence[i] * 100:.1f}%\n"
-                     f"(label: {CLASSES[labels[i]]})", color="green" if right else "red")
+    fig = Figure(figsize=(2.5 * len(panels), 3.2), layout="constrained")
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1, xticks=[], yticks=[])
+        ax.imshow(panel.pixels, cmap="Greys")
+        ax.set_title(panel.title, color="green" if panel.right else "red")
     return fig
 
 
-def predictions_summary(tag: str, images: np.ndarray, labels: np.ndarray,
-                        probs: np.ndarray) -> bytes:
-    """The serialised image Summary that SummaryWriter.add_figure would write for this figure."""
-    from torch.utils.tensorboard._utils import figure_to_image
-    from torch.utils.tensorboard.summary import image
-
-    fig = predictions_figure(torch.from_numpy(images), torch.from_numpy(labels),
-                             torch.from_numpy(probs))
-    return image(tag, figure_to_image(fig), dataformats="CHW").SerializeToString()
+def predictions_figure(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor) -> Figure:
+    """The tutorial's plot_classes_preds, drawn in this process."""
+    return panels_figure(prediction_panels(images, labels, probs))
 
 
-def _worker_setup() -> None:
+def image_summary(tag: str, fig: Figure) -> bytes:
+    """The serialised Summary that SummaryWriter.add_figure writes for `fig`.
+
+    These are the steps of torch.utils.tensorboard's figure_to_image and summary.image for an RGB
+    figure, written out because the worker must not import torch (see FigureRenderer).
+    tests/test_figures.py checks the bytes against add_figure's.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[:, :, :3])
+    png = io.BytesIO()
+    Image.fromarray(rgb).save(png, format="PNG")
+    height, width, channels = rgb.shape
+    image = Summary.Image(height=height, width=width, colorspace=channels,
+                          encoded_image_string=png.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)]).SerializeToString()
+
+
+def serve() -> None:
+    """The worker: draw each pickled (tag, panels) request read from stdin; at the end of the
+    input, write the list of Summaries, pickled, to stdout."""
     # Ctrl-C reaches the whole process group: the stage handles it and stops the worker, which
     # would otherwise print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)  # four small images: threads would only compete with training
+    answer, sys.stdout = sys.stdout.buffer, sys.stderr  # a stray print must not corrupt the answer
+    # The imports and the first drawing (loading fonts) took a second on the H100 host: paid now,
+    # while the stage is still loading its data, instead of after the first log point.
+    image_summary("", panels_figure([Panel(np.zeros((28, 28)), "warm-up", True)]))
+    drawn = []
+    while True:
+        try:
+            tag, panels = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            break
+        drawn.append(image_summary(tag, panels_figure(panels)))
+    pickle.dump(drawn, answer)
 
 
 class FigureRenderer:
-    """Renders prediction figures in one worker process while training goes on.
+    """Draws prediction figures in a worker process while training goes on.
 
-    Drawing a figure and encoding its PNG takes about 90 ms of a CPU core, 1.3 s over the 15
-    figures of a default run: 8% of CPU training and a third of a GPU run. The training loop uses
+    Drawing a figure and encoding its PNG takes about 60 ms of a CPU core, a second over the 15
+    figures of a default run: 7% of CPU training and a third of a GPU run. The training loop uses
     one core at the tutorial's batch size, so the drawing goes on another.
 
-    The worker is a fresh interpreter ('spawn'), never a fork of the stage: a fork taken after
-    OpenMP's threads had run hung in its first tensor operation (the train stage at batch 64 on
-    the CPU, and every run on CUDA).
+    The worker is a fresh interpreter that imports matplotlib and never torch. On the H100 host
+    importing torch took 4 s, more than the whole training loop, and a multiprocessing worker
+    re-imports the stage's script and so torch with it. It is never a fork of the stage either:
+    a fork taken after OpenMP's threads had run hung in its first tensor operation.
+
+    Requests go down the worker's stdin from a thread, so training never waits on a busy worker;
+    the worker answers once, at the end of its input, so neither side waits on the other before.
     """
 
-    TIMEOUT = 120  # seconds for one figure, against some 0.1 s normally: the worker is stuck
+    # Beyond TIMEOUT seconds plus PER_FIGURE for each figure (some 0.1 s normally) the worker is
+    # taken to be stuck.
+    TIMEOUT = 120
+    PER_FIGURE = 1
 
-    def __enter__(self) -> "FigureRenderer":
-        # The worker starts now, so that its imports overlap the stage's data loading.
-        self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=_worker_setup)
+    def __enter__(self) -> FigureRenderer:
+        root = str(Path(__file__).resolve().parents[1])  # where `fashion` is imported from
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        self.worker = subprocess.Popen(
+            [sys.executable, "-c", "from fashion.figures import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        self.sender = threading.Thread(target=self._send, daemon=True)
+        self.sender.start()
+        self.submitted = 0
         return self
 
+    def _send(self) -> None:
+        try:
+            while (request := self.requests.get()) is not None:
+                pickle.dump(request, self.worker.stdin)
+                self.worker.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the worker died or was stopped: results() reports it
+
     def __exit__(self, *exc) -> None:
-        # Once its figures are collected the worker holds nothing; after a failure, nothing
-        # that is still wanted. Stopping it beats waiting for its interpreter to wind down.
-        self.pool.terminate()
-        self.pool.join()
+        # After results() the worker has exited; after a failure nothing of it is wanted.
+        self.requests.put(None)  # ends the sender, if results() did not
+        if self.worker.poll() is None:
+            self.worker.kill()
+        self.sender.join()
+        self.worker.wait()
+        self.worker.stdout.close()
+        with contextlib.suppress(BrokenPipeError):  # requests still buffered for a dead worker
+            self.worker.stdin.close()
 
     def submit(self, tag: str, images: torch.Tensor, labels: torch.Tensor,
-               probs: torch.Tensor) -> AsyncResult:
-        """Start drawing; pass what this returns to `result`."""
-        arrays = [t[:PANELS].detach().cpu().numpy() for t in (images, labels, probs)]
-        return self.pool.apply_async(predictions_summary, (tag, *arrays))
+               probs: torch.Tensor) -> None:
+        """Queue the figure of a batch; results() returns it in submission order."""
+        self.requests.put((tag, prediction_panels(images, labels, probs)))
+        self.submitted += 1
 
-    def result(self, pending: AsyncResult) -> bytes:
-        """What predictions_summary returned in the worker."""
-        try:
-            return pending.get(self.TIMEOUT)
-        except multiprocessing.TimeoutError:
-            raise FashionError(f"the figure worker drew nothing for {self.TIMEOUT} s and was "
-                               "stopped; rerun the stage, and report it if it happens again") \
-                from None
+    def results(self) -> list[bytes]:
+        """The Summaries of all submitted figures, in order, once the worker has drawn them."""
+        self.requests.put(None)
+        timeout = self.TIMEOUT + self.PER_FIGURE * self.submitted
+        stuck = FashionError(f"the figure worker had not finished after {timeout} s and was "
+                             "stopped; rerun the stage, and report it if it happens again")
+        self.sender.join(timeout)
+        if self.sender.is_alive():  # still writing to a worker that reads nothing
+            raise stuck
+        try:  # closes the worker's stdin: the end of its input
+            out, _ = self.worker.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise stuck from None
+        if self.worker.returncode != 0:
+            raise FashionError(f"the figure worker failed (exit status {self.worker.returncode}"
+                               ", its error is above); rerun the stage, and report it if it "
+                               "happens again")
+        return pickle.loads(out)

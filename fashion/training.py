@@ -6,7 +6,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import click
@@ -184,21 +183,21 @@ def _cuda_graph_wanted() -> bool:
 def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, plots_path: Path, logdir: Path) -> TrainResult:
     """The train stage: fit the Net, log to TensorBoard, write weights, metrics and loss curve."""
-    device = determinism.configure(params["device"])
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(params["batch_size"]))
-    images, labels = data.load_split(data_dir, "train")
-    images, labels = data.normalize(images).to(device), labels.to(device)
-    net = model.initial_net(params["seed"]).to(device)
-
     # The figures are drawn in a worker while training goes on, and everything is written once
-    # training ends, in the order of the log points: the same event file as logging inline.
-    logged: list[tuple[LogPoint, AsyncResult]] = []
+    # training ends, in the order of the log points: the same event file as logging inline. The
+    # worker starts first, so that its imports overlap the loading below.
     with FigureRenderer() as figures:
+        device = determinism.configure(params["device"])
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads(params["batch_size"]))
+        images, labels = data.load_split(data_dir, "train")
+        images, labels = data.normalize(images).to(device), labels.to(device)
+        net = model.initial_net(params["seed"]).to(device)
+
         def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
             with torch.no_grad():
                 probs = F.softmax(net(x), dim=1)
-            logged.append((point, figures.submit(FIGURE_TAG, x, y, probs)))
+            figures.submit(FIGURE_TAG, x, y, probs)
 
         start = time.perf_counter()
         result = train(net, images, labels, on_log=log, cuda_graph=_cuda_graph_wanted(),
@@ -206,11 +205,11 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         seconds = time.perf_counter() - start
 
         with run_writer(logdir) as writer:
-            for point, figure in logged:
+            for point, figure in zip(result.points, figures.results(), strict=True):
                 writer.add_scalar("training loss", point.loss, point.step)
                 writer.add_scalar("training accuracy", point.accuracy, point.step)
                 writer.add_scalar("learning rate", point.lr, point.step)
-                add_serialized_summary(writer, figures.result(figure), point.step)
+                add_serialized_summary(writer, figure, point.step)
 
     model.save(net, model_path)
     fileio.write_text(plots_path, "step,loss,accuracy\n" + "".join(

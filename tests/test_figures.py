@@ -1,9 +1,17 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard._utils import figure_to_image
 
 from fashion.data import CLASSES
+from fashion.errors import FashionError
 from fashion.figures import FigureRenderer, predictions_figure
 from fashion.tensorboard_writer import add_serialized_summary
 from tests.events import summaries
@@ -40,7 +48,9 @@ def test_worker_writes_what_add_figure_writes(tmp_path):
     with SummaryWriter(tmp_path / "inline") as writer:
         writer.add_figure("f", predictions_figure(images, labels, probs), 7)
     with FigureRenderer() as renderer, SummaryWriter(tmp_path / "worker") as writer:
-        add_serialized_summary(writer, renderer.result(renderer.submit("f", images, labels, probs)), 7)
+        renderer.submit("f", images, labels, probs)
+        [summary] = renderer.results()
+        add_serialized_summary(writer, summary, 7)
     [inline], [worker] = (summaries(tmp_path / name)["f"] for name in ("inline", "worker"))
     assert inline == worker and inline[1].image.encoded_image_string.startswith(b"\x89PNG")
 
@@ -53,8 +63,44 @@ def test_worker_starts_after_parallel_cpu_work():
     try:
         torch.ones(2000, 2000).matmul(torch.ones(2000, 2000)).sum()
         with FigureRenderer() as renderer:
-            summary = renderer.result(renderer.submit(
-                "f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1)))
+            renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
+            [summary] = renderer.results()
     finally:
         torch.set_num_threads(threads)
-    assert summary
+    assert Summary.FromString(summary).value[0].image.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_results_come_back_in_submission_order():
+    with FigureRenderer() as renderer:
+        for label in range(10):
+            renderer.submit(str(label), torch.zeros(1, 1, 28, 28), torch.tensor([label]),
+                            torch.full((1, 10), 0.1))
+        drawn = [Summary.FromString(s).value[0].tag for s in renderer.results()]
+    assert drawn == [str(label) for label in range(10)]
+
+
+def test_the_worker_never_imports_torch():
+    # Importing torch took 4 s on the GPU host, more than training: the worker must do without.
+    done = subprocess.run([sys.executable, "-c", "import sys, fashion.figures; "
+                           "assert 'torch' not in sys.modules, 'torch was imported'"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_worker_that_dies_fails_the_stage_in_one_sentence():
+    with FigureRenderer() as renderer:
+        renderer.submit("f", torch.zeros(1, 1, 28, 28), torch.tensor([0]), torch.full((1, 10), 0.1))
+        renderer.worker.kill()
+        with pytest.raises(FashionError, match="the figure worker failed"):
+            renderer.results()
+
+
+def test_a_stuck_worker_is_stopped(monkeypatch):
+    monkeypatch.setattr(FigureRenderer, "TIMEOUT", 1)
+    monkeypatch.setattr(FigureRenderer, "PER_FIGURE", 0)
+    with FigureRenderer() as renderer:
+        os.kill(renderer.worker.pid, signal.SIGSTOP)
+        for _ in range(50):  # more than the pipe holds: the sender blocks
+            renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
+        with pytest.raises(FashionError, match="had not finished after"):
+            renderer.results()
