@@ -104,3 +104,16 @@ def test_a_stuck_worker_is_stopped(monkeypatch):
             renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
         with pytest.raises(FashionError, match="had not finished after"):
             renderer.results()
+
+
+def test_a_program_read_from_stdin_can_draw_figures():
+    # A multiprocessing worker re-ran the parent's main script, which a program fed on stdin
+    # does not have: the pool respawned its worker until the timeout ended the stage.
+    program = ("import torch\nfrom fashion.figures import FigureRenderer\n"
+               "with FigureRenderer() as renderer:\n"
+               "    renderer.submit('f', torch.zeros(1, 1, 28, 28), torch.tensor([0]), "
+               "torch.full((1, 10), 0.1))\n"
+               "    print(len(renderer.results()))\n")
+    done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=60)
+    assert (done.returncode, done.stdout) == (0, "1\n"), done.stderr
