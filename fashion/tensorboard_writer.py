@@ -59,7 +59,7 @@ def run_writer(logdir: str | Path) -> Iterator[SummaryWriter]:
 
 
 def add_serialized_summary(writer: SummaryWriter, summary: bytes, step: int) -> None:
-    """Write a Summary built elsewhere (figures.predictions_summary) as add_figure would have.
+    """Write a Summary built elsewhere (figures.image_summary) as add_figure would have.
 
     SummaryWriter's add_* methods all build their Summary in the calling process; this is the
     one step of add_image that remains once the figure was drawn and encoded in a worker.
