@@ -77,7 +77,7 @@ def step_cost(device: str, data_dir: Path, quick: bool, state: dict, **_) -> lis
         result = training.train(net, images, labels, lr=0.001, momentum=0.9, batch_size=4,
                                 epochs=1, log_every=10**9, seed=0, cuda_graph=graph)
         seconds = time.perf_counter() - start  # train() ends on .item(): the GPU has finished
-        weights[name] = torch.cat([p.detach().flatten() for p in net.parameters()]).cpu()
+        weights[name] = torch.nn.utils.parameters_to_vector(net.parameters()).detach().cpu()
         rows.append((f"train step, {name}, ms (incl. capture)",
                      f"{seconds / result.steps * 1000:.3f} over {result.steps} steps"))
     if len(weights) == 1:

@@ -188,13 +188,12 @@ def _gunzip(raw: bytes, max_bytes: int) -> bytes:
 
 
 def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float, retries: int,
-               max_bytes: int, unreachable: dict[Source, str] | None = None) -> bytes:
+               max_bytes: int, unreachable: dict[Source, str]) -> bytes:
     """The verified content of one file from the first source that has it intact.
 
     `unreachable` maps sources that used up their retries to why; it is updated, and those
     sources are skipped, so a dead mirror costs its timeouts once, not once per file.
     """
-    unreachable = {} if unreachable is None else unreachable
     failures = []
     for source in sources:
         where = source.name(name + ".gz")

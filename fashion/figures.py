@@ -154,7 +154,7 @@ class FigureRenderer:
             while (request := self.requests.get()) is not None:
                 pickle.dump(request, self.worker.stdin)
                 self.worker.stdin.flush()
-        except (BrokenPipeError, ValueError):
+        except BrokenPipeError:
             pass  # the worker died or was stopped: results() reports it
 
     def __exit__(self, *exc) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from fashion import determinism
-from fashion.data import MANIFEST, parse_checksums
+from fashion.data import MANIFEST, read_checksums
 
 CODE = ("fashion", "scripts", "dvc.yaml")
 
@@ -41,7 +41,7 @@ def record(device: torch.device, params: dict, data_dir: str | Path) -> dict:
         # True when tracked code differs from that commit (dvc.lock holds the exact code hashes).
         "git_code_changed": None if status is None else bool(status),
         "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest(),
-        "data_sha256": parse_checksums(manifest.read_text(), str(manifest)),
+        "data_sha256": read_checksums(manifest),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda if cuda else None,

@@ -68,6 +68,26 @@ def tutorial_root(work: Path, data_dir: Path) -> Path:
     return work / "tutorial-data"
 
 
+def stage_command(stage: str, params_file: Path, data_dir: Path, out: Path) -> list:
+    """The command that runs one stage with all its outputs under `out`."""
+    outputs = {"visualize": ["--logdir", out / "runs/visualize"],
+               "train": ["--model", out / "model.pt", "--metrics", out / "train.json",
+                         "--provenance", out / "prov-train.json", "--plots", out / "loss.csv",
+                         "--logdir", out / "runs/train"],
+               "evaluate": ["--model", out / "model.pt", "--metrics", out / "eval.json",
+                            "--provenance", out / "prov-eval.json", "--confusion",
+                            out / "confusion.csv", "--pr-dir", out / "pr", "--logdir",
+                            out / "runs/evaluate"]}[stage]
+    return [sys.executable, ROOT / f"scripts/{stage}.py", "--params", params_file,
+            "--data", data_dir, *outputs]
+
+
+def trained(stderr: str) -> tuple[int, float]:
+    """Steps and training-loop seconds from the train stage's last line."""
+    steps, seconds = re.search(r"trained (\d+) steps in ([\d.]+) s", stderr).groups()
+    return int(steps), float(seconds)
+
+
 def row(name, wall, steps_per_s=None, accuracy=None, rss=None):
     cells = [name, f"{wall:.1f}", f"{steps_per_s:.0f}" if steps_per_s else "",
              f"{accuracy:.4f}" if accuracy is not None else "", f"{rss:.0f}" if rss else ""]
@@ -112,32 +132,19 @@ def main(quick, device, data_dir, skip_tutorial, json_path):
         ours = {}
         for stage in STAGES:
             click.echo(f"running the {stage} stage...", err=True)
-            outputs = {"visualize": ["--logdir", work / "runs/visualize"],
-                       "train": ["--model", work / "model.pt", "--metrics", work / "train.json",
-                                 "--provenance", work / "prov-train.json", "--plots",
-                                 work / "loss.csv", "--logdir", work / "runs/train"],
-                       "evaluate": ["--model", work / "model.pt", "--metrics", work / "eval.json",
-                                    "--provenance", work / "prov-eval.json", "--confusion",
-                                    work / "confusion.csv", "--pr-dir", work / "pr", "--logdir",
-                                    work / "runs/evaluate"]}[stage]
-            run = timed([sys.executable, ROOT / f"scripts/{stage}.py", "--params",
-                         work / "params.yaml", "--data", data_dir, *outputs], ROOT)
+            run = timed(stage_command(stage, work / "params.yaml", data_dir, work), ROOT)
             ours[stage] = {"wall": run.wall, "peak_rss_mb": run.peak_rss_mb}
             if stage == "train":
-                steps, seconds = re.search(r"trained (\d+) steps in ([\d.]+) s", run.stderr).groups()
-                ours[stage].update(steps=int(steps), loop_seconds=float(seconds))
+                steps, seconds = trained(run.stderr)
+                ours[stage].update(steps=steps, loop_seconds=seconds)
         ours["accuracy"] = json.loads((work / "eval.json").read_text())["accuracy"]
         results["ours"] = ours
 
         # The cost of the TensorBoard scalars and figures: the same training, never logging.
         click.echo("running the train stage without logging...", err=True)
         params.write(work / "quiet.yaml", {**values, "log_every": 10**9})
-        run = timed([sys.executable, ROOT / "scripts/train.py", "--params", work / "quiet.yaml",
-                     "--data", data_dir, "--model", work / "quiet.pt", "--metrics", work / "q.json",
-                     "--provenance", work / "qp.json", "--plots", work / "q.csv", "--logdir",
-                     work / "runs/quiet"], ROOT)
-        ours["train_without_logging"] = {
-            "wall": run.wall, "loop_seconds": float(re.search(r"in ([\d.]+) s", run.stderr).group(1))}
+        run = timed(stage_command("train", work / "quiet.yaml", data_dir, work / "quiet"), ROOT)
+        ours["train_without_logging"] = {"wall": run.wall, "loop_seconds": trained(run.stderr)[1]}
 
     print_table(results)
     if json_path:

@@ -261,3 +261,9 @@ def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under root by relative path, with its bytes."""
     root = Path(root)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def outputs(root: Path, paths) -> dict:
+    """The bytes of each output under root: a file's, or a directory's snapshot."""
+    return {path: snapshot(root / path) if (root / path).is_dir() else (root / path).read_bytes()
+            for path in paths}

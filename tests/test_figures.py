@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from fashion.data import CLASSES
 from fashion.errors import FashionError
 from fashion.figures import FigureRenderer, predictions_figure
 from fashion.tensorboard_writer import add_serialized_summary
+from tests.conftest import ROOT
 from tests.events import summaries
 
 
@@ -83,7 +83,7 @@ def test_the_worker_never_imports_torch():
     # Importing torch took 4 s on the GPU host, more than training: the worker must do without.
     done = subprocess.run([sys.executable, "-c", "import sys, fashion.figures; "
                            "assert 'torch' not in sys.modules, 'torch was imported'"],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
@@ -115,5 +115,5 @@ def test_a_program_read_from_stdin_can_draw_figures():
                "torch.full((1, 10), 0.1))\n"
                "    print(len(renderer.results()))\n")
     done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=60)
+                          cwd=ROOT, timeout=60)
     assert (done.returncode, done.stdout) == (0, "1\n"), done.stderr

@@ -30,14 +30,13 @@ def get(port: int, path: str, **query):
         return json.loads(response.read())
 
 
-def serve(logdir: Path, env: dict):
-    """Start TensorBoard on a free loopback port; return (process, port) once it answers."""
+def serve(command: list, env: dict, timeout: float = 60):
+    """Start a TensorBoard `command` with `--port` on a free port; return (process, port) once
+    it answers."""
     port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logdir),
-         "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    process = subprocess.Popen([*command, "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"tensorboard exited {process.returncode}: {process.stderr.read()}")
@@ -47,7 +46,7 @@ def serve(logdir: Path, env: dict):
         except OSError:
             time.sleep(0.3)
     process.kill()
-    raise AssertionError("tensorboard did not answer within 60 s")
+    raise AssertionError(f"{command[0]} did not answer within {timeout} s")
 
 
 def wait_for(port, path, check, timeout=60, **query):
@@ -62,7 +61,9 @@ def wait_for(port, path, check, timeout=60, **query):
 
 @pytest.fixture(scope="module")
 def server(pipeline, env):
-    process, port = serve(pipeline / "runs", env)
+    process, port = serve([str(Path(sys.executable).parent / "tensorboard"), "--logdir",
+                           str(pipeline / "runs"), "--host", "127.0.0.1", "--reload_interval", "1"],
+                          env)
     yield port
     process.terminate()
     process.wait(timeout=20)

@@ -26,7 +26,7 @@ def fit(train_set, **changes):
 
 
 def weights(net):
-    return torch.cat([p.detach().flatten() for p in net.parameters()])
+    return torch.nn.utils.parameters_to_vector(net.parameters()).detach()
 
 
 def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed):
