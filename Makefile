@@ -47,8 +47,12 @@ bench-quick: setup ## Check that the benchmark runs: 300 steps on generated data
 gpu-check: setup ## On a GPU machine: CUDA tests, the benchmark on CUDA, two train runs compared byte for byte
 	python benchmarks/gpu_check.py
 
-clean: ## Remove DVC-cached outputs from the workspace (dvc checkout or dvc repro restores them)
-	rm -rf data/fashion-mnist runs models .pytest_cache
+# The cached outputs of dvc.yaml's stages (tests/test_project.py keeps the two lists equal).
+PIPELINE_OUTS = data/fashion-mnist runs/visualize models/model.pt runs/train plots/train_loss.csv \
+	runs/evaluate plots/confusion.csv plots/pr
+
+clean: ## Remove the pipeline's cached outputs from the workspace (dvc checkout restores them)
+	rm -rf $(PIPELINE_OUTS) .pytest_cache
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 # ---- Docker -------------------------------------------------------------------------------------

@@ -2,5 +2,6 @@
 
 The modules, in pipeline order: fetch (download and verify the data), data (read it),
 model (the network), training, evaluation, visualize (the pre-training TensorBoard views),
-with figures, tensorboard_writer, params, determinism, fileio and errors beneath them.
+with figures, tensorboard_writer, params, determinism, provenance, fileio, cli and errors beneath
+them; experiments gathers the logs of DVC experiments, synthetic makes test data.
 """

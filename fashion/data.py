@@ -28,6 +28,7 @@ SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+FILES = tuple(name for pair in SPLITS.values() for name in pair)
 
 # SHA-256 of the decompressed canonical files. Mirrors differ in their gzip headers (Debian's
 # package rewrote them), so the content is what is verified, never the .gz bytes.

@@ -54,6 +54,7 @@ def flags() -> dict:
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "mkldnn": torch.backends.mkldnn.enabled,
-        "cuda_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+        "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+        "cuda_matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
     }

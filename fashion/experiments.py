@@ -31,7 +31,9 @@ def list_experiments(repo: Path) -> list[Experiment]:
     done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
                           capture_output=True, text=True)
     if done.returncode != 0:
-        raise FashionError(f"`dvc exp show` failed: {done.stderr.strip().splitlines()[-1:]}")
+        lines = done.stderr.strip().splitlines()
+        raise FashionError(f"`dvc exp show` failed: "
+                           f"{lines[-1] if lines else f'exit status {done.returncode}'}")
     found = []
     for row in json.loads(done.stdout):
         if row.get("rev") == "workspace" or not row.get("data"):
@@ -53,9 +55,10 @@ def gather(repo: Path, out: Path) -> list[str]:
     """Copy each experiment's runs/<stage> into out/<label>/<stage>; return the labels copied."""
     from dvc.api import DVCFileSystem  # imported here: it takes a second, and only this needs it
 
+    found = list_experiments(repo)
     out.mkdir(parents=True, exist_ok=True)
     copied = []
-    for experiment in list_experiments(repo):
+    for experiment in found:
         fs = DVCFileSystem(str(repo), rev=experiment.rev)
         present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]
         if not present:

@@ -79,7 +79,7 @@ def expected_checksums(path: str | None) -> dict[str, str]:
         checksums = data.read_checksums(Path(path))
     except OSError as exc:
         raise FetchError(f"FASHION_MNIST_CHECKSUMS: cannot read {path} ({exc.strerror})") from None
-    missing = [name for pair in data.SPLITS.values() for name in pair if name not in checksums]
+    missing = [name for name in data.FILES if name not in checksums]
     if missing:
         raise FetchError(f"FASHION_MNIST_CHECKSUMS: {path} lists no checksum for {', '.join(missing)}")
     return checksums
@@ -223,12 +223,11 @@ def run(*, dest: Path, mirror: str | None, checksums: str | None, timeout: float
     """The fetch stage: verify all four files, then move them into `dest` together."""
     sources = parse_sources(mirror)
     expected = expected_checksums(checksums)
-    names = [name for pair in data.SPLITS.values() for name in pair]
     unreachable: dict[Source, str] = {}
     with fileio.staged_dir(dest) as staging:
-        for name in names:
+        for name in data.FILES:
             content = fetch_file(name, expected[name], sources, timeout=timeout, retries=retries,
                                  max_bytes=max_bytes, unreachable=unreachable)
             (staging / name).write_bytes(content)
-        (staging / data.MANIFEST).write_text(data.format_checksums({n: expected[n] for n in names}))
-    click.echo(f"fetched and verified {len(names)} files into {dest}", err=True)
+        (staging / data.MANIFEST).write_text(data.format_checksums({n: expected[n] for n in data.FILES}))
+    click.echo(f"fetched and verified {len(data.FILES)} files into {dest}", err=True)

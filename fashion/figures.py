@@ -13,10 +13,10 @@ import io
 import os
 import pickle
 import queue
-import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,9 +99,11 @@ def image_summary(tag: str, fig: Figure) -> bytes:
 def serve() -> None:
     """The worker: draw each pickled (tag, panels) request read from stdin; at the end of the
     input, write the list of Summaries, pickled, to stdout."""
-    # Ctrl-C reaches the whole process group: the stage handles it and stops the worker, which
-    # would otherwise print a traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import matplotlib
+
+    # A matplotlibrc in the working directory, $MATPLOTLIBRC or the user's config would change
+    # the figures' size and fonts, and with them the bytes of the train stage's logdir.
+    matplotlib.rcdefaults()
     answer, sys.stdout = sys.stdout.buffer, sys.stderr  # a stray print must not corrupt the answer
     # The imports and the first drawing (loading fonts) took a second on the H100 host: paid now,
     # while the stage is still loading its data, instead of after the first log point.
@@ -140,9 +142,12 @@ class FigureRenderer:
     def __enter__(self) -> FigureRenderer:
         root = str(Path(__file__).resolve().parents[1])  # where `fashion` is imported from
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        # A process group of its own: Ctrl-C at the terminal reaches the stage only, which stops
+        # the worker on its way out, and no traceback of the worker's joins the stage's message.
         self.worker = subprocess.Popen(
             [sys.executable, "-c", "from fashion.figures import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path})
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path},
+            process_group=0)
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.sender = threading.Thread(target=self._send, daemon=True)
         self.sender.start()
@@ -178,13 +183,14 @@ class FigureRenderer:
         """The Summaries of all submitted figures, in order, once the worker has drawn them."""
         self.requests.put(None)
         timeout = self.TIMEOUT + self.PER_FIGURE * self.submitted
+        deadline = time.monotonic() + timeout
         stuck = FashionError(f"the figure worker had not finished after {timeout} s and was "
                              "stopped; rerun the stage, and report it if it happens again")
         self.sender.join(timeout)
         if self.sender.is_alive():  # still writing to a worker that reads nothing
             raise stuck
         try:  # closes the worker's stdin: the end of its input
-            out, _ = self.worker.communicate(timeout=timeout)
+            out, _ = self.worker.communicate(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             raise stuck from None
         if self.worker.returncode != 0:

@@ -9,10 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _umask_mode(mode: int) -> int:
-    umask = os.umask(0)
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, at import, before any thread starts
     os.umask(umask)
-    return mode & ~umask
+    return umask
+
+
+# mkstemp makes its file private; outputs are shared files, like any other the user creates.
+SHARED_FILE_MODE = 0o666 & ~_read_umask()
 
 
 def _clear_leftovers(path: Path) -> None:
@@ -31,8 +35,8 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     _clear_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
-        os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes it private; outputs are shared files
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), SHARED_FILE_MODE)
             f.write(data)
         os.replace(tmp, path)
     except BaseException:

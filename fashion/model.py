@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fashion import fileio
+from fashion.data import CLASSES
 from fashion.determinism import derived_seed
 from fashion.errors import FashionError
 
@@ -22,7 +23,7 @@ class Net(nn.Module):
         self.conv2 = nn.Conv2d(6, 16, 5)        # -> 16x8x8, pooled to 16x4x4
         self.fc1 = nn.Linear(16 * 4 * 4, 120)
         self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, 10)
+        self.fc3 = nn.Linear(84, len(CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(F.relu(self.conv1(x)))

@@ -62,9 +62,8 @@ def tutorial_root(work: Path, data_dir: Path) -> Path:
     """torchvision's FashionMNIST layout (root/FashionMNIST/raw/), linked to the fetched files."""
     raw = work / "tutorial-data/FashionMNIST/raw"
     raw.mkdir(parents=True)
-    for pair in data.SPLITS.values():
-        for name in pair:
-            (raw / name).symlink_to(data_dir / name)
+    for name in data.FILES:
+        (raw / name).symlink_to(data_dir / name)
     return work / "tutorial-data"
 
 
@@ -84,8 +83,11 @@ def stage_command(stage: str, params_file: Path, data_dir: Path, out: Path) -> l
 
 def trained(stderr: str) -> tuple[int, float]:
     """Steps and training-loop seconds from the train stage's last line."""
-    steps, seconds = re.search(r"trained (\d+) steps in ([\d.]+) s", stderr).groups()
-    return int(steps), float(seconds)
+    found = re.search(r"trained (\d+) steps in ([\d.]+) s", stderr)
+    if found is None:
+        raise FashionError("the train stage did not print its `trained N steps in S s` line; "
+                           "update trained() in scripts/bench.py to its new wording")
+    return int(found[1]), float(found[2])
 
 
 def row(name, wall, steps_per_s=None, accuracy=None, rss=None):
@@ -108,6 +110,9 @@ def main(quick, device, data_dir, skip_tutorial, json_path):
     """Run the tutorial's script and this project's visualize, train and evaluate stages at the
     same hyperparameters on the same data, each as a whole process, and print a table of wall
     time, training steps per second, test accuracy and peak memory."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FashionError(f"--device cuda, but PyTorch {torch.__version__} sees no CUDA GPU here; "
+                           "leave --device out to benchmark on the CPU")
     values = params.load(ROOT / "params.yaml", tuple(params.RULES))
     values.update(device=device, **({"log_every": 100} if quick else {}))
     with tempfile.TemporaryDirectory(prefix="fashion-bench-") as tmp:

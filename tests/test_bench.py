@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -22,3 +23,13 @@ def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
     for line in ("| tutorial, one process |", "| train stage |", "| visualize + train + evaluate |",
                  "speed-up, whole"):
         assert line in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_one_line_before_any_work(env):
+    done = subprocess.run([sys.executable, "scripts/bench.py", "--device", "cuda"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: --device cuda, but PyTorch {torch.__version__} sees no CUDA GPU here; "
+        "leave --device out to benchmark on the CPU"]

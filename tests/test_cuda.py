@@ -79,7 +79,8 @@ def test_train_stage_on_cuda_with_and_without_the_graph(tmp_path):
     train_stage(tmp_path / "eager", "0")
     graph, eager = tmp_path / "graph", tmp_path / "eager"
     provenance = json.loads((graph / "provenance.json").read_text())
-    assert provenance["device"] == "cuda" and provenance["cuda_fp32_precision"] == "ieee"
+    assert provenance["device"] == "cuda" and provenance["cudnn_conv_fp32_precision"] == "ieee"
+    assert provenance["cuda_matmul_fp32_precision"] == "ieee"
     assert json.loads((graph / "train.json").read_text())["steps"] == 50
     logged = summaries(graph / "runs")
     assert [s for s, _ in logged["predictions vs. actuals"]] == [9, 19, 29, 39, 49]

@@ -293,3 +293,12 @@ def test_tensorboard_binds_loopback_unless_host_is_set(args, env, host):
     assert done.returncode == 0, done.stderr
     command, = [line for line in done.stdout.splitlines() if line.startswith("tensorboard ")]
     assert f"--host {host} " in command + " " and "--port 6006" in command
+
+
+# --- gathering experiments -------------------------------------------------------------------
+
+def test_gathering_experiments_outside_a_dvc_repository_is_one_line(tmp_path):
+    done = stage("tensorboard_exps", tmp_path, "--out", "logs", "--no-serve")
+    line = one_line(done)
+    assert_failed(done, "`dvc exp show` failed: ERROR: you are not inside of a DVC repository")
+    assert "[" not in line and not (tmp_path / "logs").exists()

@@ -20,7 +20,6 @@ from tests.faults import assert_failed, assert_no_leftovers, clean_env
 
 pytestmark = pytest.mark.timeout(60)
 SCRIPT = ROOT / "scripts/fetch.py"
-NAMES = [name for pair in data.SPLITS.values() for name in pair]
 LIMIT = 200_000  # --max-bytes for the oversize tests: above every synthetic file, below the faults
 
 
@@ -70,9 +69,9 @@ def test_refused_connection_is_retried_then_the_next_mirror_serves(tmp_path, dat
     done = fetch(tmp_path, checksums, dead, good.url)
     assert_fetched(done, tmp_path, checksums)
     assert "Connection refused; retrying in 0.5 s" in done.stderr
-    assert f"{dead}{NAMES[0]}.gz: [Errno 111] Connection refused (2 attempts); trying the next" \
+    assert f"{dead}{data.FILES[0]}.gz: [Errno 111] Connection refused (2 attempts); trying the next" \
         in done.stderr
-    assert sorted(good.names()) == sorted(f"{n}.gz" for n in NAMES)
+    assert sorted(good.names()) == sorted(f"{n}.gz" for n in data.FILES)
 
 
 def test_a_hanging_mirror_times_out_is_retried_with_backoff_then_skipped(tmp_path, dataset, good):
@@ -89,7 +88,7 @@ def test_a_hanging_mirror_times_out_is_retried_with_backoff_then_skipped(tmp_pat
     assert len(connections) == 2
     assert connections[1] - connections[0] >= 0.5 + 0.5 - 0.05
     assert elapsed < 15
-    assert sorted(good.names()) == sorted(f"{n}.gz" for n in NAMES)
+    assert sorted(good.names()) == sorted(f"{n}.gz" for n in data.FILES)
 
 
 def test_server_errors_are_retried_with_doubling_backoff(tmp_path, dataset, good):
@@ -111,9 +110,9 @@ def test_when_every_mirror_fails_the_message_lists_them_and_how_to_use_a_local_c
         start = time.monotonic()
         done = fetch(tmp_path, checksums, dead, silent.url)
         elapsed = time.monotonic() - start
-    assert_failed(done, f"Error: no source delivered a verified {NAMES[0]}.gz; tried:",
-                  f"  {dead}{NAMES[0]}.gz: [Errno 111] Connection refused (2 attempts)",
-                  f"  {silent.url}{NAMES[0]}.gz: timed out (2 attempts)",
+    assert_failed(done, f"Error: no source delivered a verified {data.FILES[0]}.gz; tried:",
+                  f"  {dead}{data.FILES[0]}.gz: [Errno 111] Connection refused (2 attempts)",
+                  f"  {silent.url}{data.FILES[0]}.gz: timed out (2 attempts)",
                   "set FASHION_MNIST_MIRROR to a directory or URL holding the four .gz files")
     assert elapsed < 15
     assert not (tmp_path / "data/fashion-mnist").exists()
@@ -137,20 +136,20 @@ def test_a_bad_file_is_rejected_and_the_next_mirror_used(tmp_path, dataset, good
     with fs.Mirror(mirror, {"*": fault}) as bad:
         done = fetch(tmp_path, checksums, bad.url, good.url)
     assert_fetched(done, tmp_path, checksums)
-    assert f"{bad.url}{NAMES[0]}.gz: {reason}" in done.stderr
+    assert f"{bad.url}{data.FILES[0]}.gz: {reason}" in done.stderr
     assert "trying the next source" in done.stderr
-    assert sorted(good.names()) == sorted(f"{n}.gz" for n in NAMES)
+    assert sorted(good.names()) == sorted(f"{n}.gz" for n in data.FILES)
 
 
 def test_a_bad_last_file_leaves_no_dataset_and_no_partial_files(tmp_path, dataset):
     # The first three files are verified and staged before the fourth breaks off: none of them
     # may reach the data directory.
     mirror, checksums = dataset
-    with fs.Mirror(mirror, {f"{NAMES[-1]}.gz": fs.interrupted}) as bad:
+    with fs.Mirror(mirror, {f"{data.FILES[-1]}.gz": fs.interrupted}) as bad:
         done = fetch(tmp_path, checksums, bad.url)
-    assert_failed(done, f"no source delivered a verified {NAMES[-1]}.gz",
+    assert_failed(done, f"no source delivered a verified {data.FILES[-1]}.gz",
                   "download broke off after")
-    assert sorted(bad.names()) == sorted(f"{n}.gz" for n in NAMES + NAMES[-1:])  # one retry
+    assert sorted(bad.names()) == sorted(f"{n}.gz" for n in data.FILES + data.FILES[-1:])  # one retry
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []
     assert_no_leftovers(tmp_path)
 
@@ -159,7 +158,7 @@ def test_a_failed_fetch_leaves_the_previous_copy_unchanged(tmp_path, dataset):
     mirror, checksums = dataset
     assert_fetched(fetch(tmp_path, checksums, str(mirror)), tmp_path, checksums)
     before = snapshot(tmp_path / "data/fashion-mnist")
-    with fs.Mirror(mirror, {f"{NAMES[-1]}.gz": fs.interrupted}) as bad:
+    with fs.Mirror(mirror, {f"{data.FILES[-1]}.gz": fs.interrupted}) as bad:
         done = fetch(tmp_path, checksums, bad.url)
     assert_failed(done, "download broke off after")
     assert snapshot(tmp_path / "data/fashion-mnist") == before
@@ -172,13 +171,13 @@ def test_an_interrupted_fetch_keeps_the_previous_copy(tmp_path, dataset, signum,
     mirror, checksums = dataset
     assert_fetched(fetch(tmp_path, checksums, str(mirror)), tmp_path, checksums)
     before = snapshot(tmp_path / "data/fashion-mnist")
-    with fs.Mirror(mirror, {f"{NAMES[-1]}.gz": fs.stalled}) as slow:
+    with fs.Mirror(mirror, {f"{data.FILES[-1]}.gz": fs.stalled}) as slow:
         process = subprocess.Popen(
             [sys.executable, str(SCRIPT), "--out", str(tmp_path / "data/fashion-mnist"),
              "--mirror", slow.url, "--checksums", str(checksums), "--timeout", "20"],
             cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while f"{NAMES[-1]}.gz" not in slow.names() and time.monotonic() < deadline:
+        while f"{data.FILES[-1]}.gz" not in slow.names() and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)  # the download of the last file is under way, three are staged
         process.send_signal(signum)
@@ -199,11 +198,11 @@ def test_an_interrupted_fetch_keeps_the_previous_copy(tmp_path, dataset, signum,
 ], ids=["content-length", "chunked", "no-length", "gzip-bomb"])
 def test_an_oversized_response_is_cut_off(tmp_path, dataset, good, fault, reason):
     mirror, checksums = dataset
-    with fs.Mirror(mirror, {f"{NAMES[0]}.gz": fault}) as big:
+    with fs.Mirror(mirror, {f"{data.FILES[0]}.gz": fault}) as big:
         done = fetch(tmp_path, checksums, big.url, good.url, args=["--max-bytes", str(LIMIT)])
         sent = big.sent
     assert_fetched(done, tmp_path, checksums)
-    assert f"{big.url}{NAMES[0]}.gz: {reason}" in done.stderr
+    assert f"{big.url}{data.FILES[0]}.gz: {reason}" in done.stderr
     # The client hung up near the limit; the server did not get to send its whole stream. Socket
     # buffers on both ends hold a few MB at most.
     assert sent < 16 * 2**20 < fs.ENDLESS_CAP
@@ -231,7 +230,7 @@ def test_a_redirect_away_from_http_is_refused(tmp_path, dataset, good, location,
     with fs.Mirror(mirror, {"*": fs.redirect(location)}) as sly:
         done = fetch(tmp_path, checksums, sly.url, good.url)
     assert_fetched(done, tmp_path, checksums)
-    name = f"{NAMES[0]}.gz"
+    name = f"{data.FILES[0]}.gz"
     assert f"{sly.url}{name}: " in done.stderr and reason.format(name=name) in done.stderr
 
 
@@ -240,7 +239,7 @@ def test_a_redirect_to_another_http_mirror_is_followed(tmp_path, dataset, good):
     with fs.Mirror(mirror, {"*": fs.redirect(good.url + "{name}")}) as moved:
         done = fetch(tmp_path, checksums, moved.url)
     assert_fetched(done, tmp_path, checksums)
-    assert sorted(moved.names()) == sorted(good.names()) == sorted(f"{n}.gz" for n in NAMES)
+    assert sorted(moved.names()) == sorted(good.names()) == sorted(f"{n}.gz" for n in data.FILES)
 
 
 def test_file_urls_directories_and_the_environment_variables_work(tmp_path, dataset):
@@ -252,7 +251,7 @@ def test_file_urls_directories_and_the_environment_variables_work(tmp_path, data
                     FASHION_MNIST_CHECKSUMS=str(checksums))
     done = fetch(tmp_path, None, env=env)
     assert_fetched(done, tmp_path, checksums)
-    assert f"{tmp_path / 'absent' / NAMES[0]}.gz: no such file; trying the next source" in done.stderr
+    assert f"{tmp_path / 'absent' / data.FILES[0]}.gz: no such file; trying the next source" in done.stderr
 
 
 def test_a_missing_or_binary_checksum_file_is_one_line(tmp_path, dataset):
@@ -260,8 +259,8 @@ def test_a_missing_or_binary_checksum_file_is_one_line(tmp_path, dataset):
     done = fetch(tmp_path, tmp_path / "absent.sha256", str(mirror))
     assert_failed(done, f"Error: FASHION_MNIST_CHECKSUMS: cannot read {tmp_path / 'absent.sha256'}")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    done = fetch(tmp_path, mirror / f"{NAMES[0]}.gz", str(mirror))  # the wrong file, given by mistake
-    assert_failed(done, f"{NAMES[0]}.gz is not a sha256sum-format text file")
+    done = fetch(tmp_path, mirror / f"{data.FILES[0]}.gz", str(mirror))  # the wrong file, given by mistake
+    assert_failed(done, f"{data.FILES[0]}.gz is not a sha256sum-format text file")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "data").exists()
 

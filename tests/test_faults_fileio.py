@@ -6,6 +6,7 @@ away and the new one is not yet in place.
 """
 
 import os
+import stat
 
 import pytest
 
@@ -69,3 +70,15 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
     fileio.write_bytes(tmp_path / "model.pt", b"weights")
     assert_no_leftovers(tmp_path)
     assert (tmp_path / "runs/train/events").read_bytes() == b"run"
+
+
+def test_outputs_get_the_mode_of_any_file_the_user_creates(tmp_path):
+    # mkstemp's files are private (0600): an output shared with a group must not be.
+    fileio.write_bytes(tmp_path / "metrics.json", b"{}")
+    with fileio.staged_dir(tmp_path / "runs") as staging:
+        (staging / "events").write_bytes(b"")
+    (tmp_path / "reference").touch()
+    (tmp_path / "reference-dir").mkdir()
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("metrics.json") == mode("reference")
+    assert mode("runs") == mode("reference-dir")

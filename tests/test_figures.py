@@ -1,8 +1,10 @@
 import os
+import pickle
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -11,7 +13,7 @@ from torch.utils.tensorboard._utils import figure_to_image
 
 from fashion.data import CLASSES
 from fashion.errors import FashionError
-from fashion.figures import FigureRenderer, predictions_figure
+from fashion.figures import FigureRenderer, Panel, predictions_figure
 from fashion.tensorboard_writer import add_serialized_summary
 from tests.conftest import ROOT
 from tests.events import summaries
@@ -81,10 +83,33 @@ def test_results_come_back_in_submission_order():
 
 def test_the_worker_never_imports_torch():
     # Importing torch took 4 s on the GPU host, more than training: the worker must do without.
-    done = subprocess.run([sys.executable, "-c", "import sys, fashion.figures; "
-                           "assert 'torch' not in sys.modules, 'torch was imported'"],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    request = pickle.dumps(("f", [Panel(np.zeros((28, 28)), "title", True)]))
+    done = subprocess.run([sys.executable, "-c", "import sys; from fashion.figures import serve; "
+                           "serve(); assert 'torch' not in sys.modules, 'torch was imported'"],
+                          cwd=ROOT, input=request, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    [summary] = pickle.loads(done.stdout)
+    assert Summary.FromString(summary).value[0].image.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_a_users_matplotlibrc_does_not_change_the_figures(tmp_path, monkeypatch):
+    def drawn() -> bytes:
+        with FigureRenderer() as renderer:
+            renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
+            [summary] = renderer.results()
+        return summary
+
+    reference = drawn()
+    monkeypatch.chdir(tmp_path)  # matplotlib reads ./matplotlibrc first
+    (tmp_path / "matplotlibrc").write_text("figure.dpi: 50\nfont.size: 20\n")
+    assert drawn() == reference
+
+
+def test_ctrl_c_at_the_terminal_reaches_the_stage_not_the_worker():
+    # The stage stops the worker on its way out; a worker interrupted during its start-up would
+    # print a traceback next to the stage's one-line message.
+    with FigureRenderer() as renderer:
+        assert os.getpgid(renderer.worker.pid) != os.getpgid(0)
 
 
 def test_a_worker_that_dies_fails_the_stage_in_one_sentence():

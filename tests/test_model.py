@@ -20,10 +20,14 @@ def test_parameter_names_are_the_tutorials():
 
 
 def test_initial_net_depends_on_the_seed_alone():
-    a, b, c = model.initial_net(1), model.initial_net(1), model.initial_net(2)
-    torch.rand(5)  # the global generator's state must not matter
+    a = model.initial_net(1)
+    torch.rand(5)  # the global generator's state must not matter ...
+    b, c = model.initial_net(1), model.initial_net(2)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    state = torch.get_rng_state()  # ... nor change
+    model.initial_net(3)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_save_is_byte_identical_and_load_round_trips(tmp_path):

@@ -4,12 +4,13 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from tensorboard.compat.proto.graph_pb2 import GraphDef
 
-from fashion import data, model
+from fashion import data, determinism, model
 from tests.conftest import dvc
 from tests.events import events, scalars, summaries
 
@@ -27,6 +28,14 @@ def test_visualize_writes_grid_and_graph(pipeline):
     (step, grid), = summaries(logdir)["fashion_mnist_images"]
     image = Image.open(io.BytesIO(grid.image.encoded_image_string))
     assert step == 0 and image.size == (4 * 28, 28)  # the 4 images of the first batch in a row
+    # The first mini-batch the train stage draws (same seed, same stream), nothing else.
+    images, _ = data.load_split(pipeline / "data/fashion-mnist", "train")
+    order = data.epoch_batches(len(images), 4, determinism.generator(0, "batch-order"))
+    shown = torch.from_numpy(np.asarray(image.convert("L"))).int()
+    expected = torch.cat(list(images[order[0]].int().squeeze(1)), dim=1)
+    other = torch.cat(list(images[order[1]].int().squeeze(1)), dim=1)
+    assert (shown - expected).abs().max() <= 1  # the float round trip may cost one grey level
+    assert (shown - other).abs().max() > 1
     graph, = [GraphDef.FromString(e.graph_def) for e in events(logdir) if e.HasField("graph_def")]
     ops = {node.op for node in graph.node}
     assert {"aten::_convolution", "aten::max_pool2d", "aten::linear"} <= ops

@@ -72,3 +72,11 @@ def test_pr_plot_lists_every_class_file():
     pr = next(p for p in DVC_YAML["plots"] if "Precision-recall per class" in p)
     files = set(pr["Precision-recall per class"]["y"])
     assert files == {f"plots/pr/{slug}.csv" for slug in data.CLASS_SLUGS}
+
+
+def test_make_clean_removes_exactly_the_cached_outputs():
+    done = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    [removal] = [line.split()[2:] for line in done.stdout.splitlines() if line.startswith("rm -rf")]
+    cached = set().union(*(out_paths(stage.get("outs")) for stage in STAGES.values()))
+    assert set(removal) - {".pytest_cache"} == cached

@@ -35,27 +35,31 @@ def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed):
     net = model.initial_net(seed)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
     order = determinism.generator(seed, "batch-order")
-    losses, running, step = [], 0.0, 0
+    points, running, right, seen, step = [], 0.0, 0, 0, 0
     for _ in range(epochs):
         for idx in data.epoch_batches(len(images), batch_size, order):
             optimizer.zero_grad()
-            loss = F.cross_entropy(net(images[idx]), labels[idx])
+            outputs = net(images[idx])
+            loss = F.cross_entropy(outputs, labels[idx])
             loss.backward()
             optimizer.step()
             running += loss.item()
+            right += (outputs.argmax(1) == labels[idx]).sum().item()
+            seen += len(idx)
             step += 1
             if step % log_every == 0:
-                losses.append((step - 1, running / log_every))
-                running = 0.0
-    return net, losses
+                points.append((step - 1, running / log_every, right / seen))
+                running, right, seen = 0.0, 0, 0
+    return net, points
 
 
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
-def test_same_weights_and_losses_as_the_tutorials_loop(train_set, momentum):
+def test_same_weights_losses_and_accuracies_as_the_tutorials_loop(train_set, momentum):
     net, result, _ = fit(train_set, momentum=momentum)
-    reference, losses = tutorial_loop(train_set, **{**HYPER, "momentum": momentum})
+    reference, points = tutorial_loop(train_set, **{**HYPER, "momentum": momentum})
     assert torch.equal(weights(net), weights(reference))
-    assert [(p.step, p.loss) for p in result.points] == losses
+    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+    assert len({p.accuracy for p in result.points}) > 1  # the windows differ: a real count
 
 
 def test_log_points_fall_every_log_every_steps_across_epochs(train_set):
