@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 6006
+LOGDIR ?= runs
+# TensorBoard keeps 10 images per tag unless told otherwise, and a default run logs 15 figures.
+TENSORBOARD_FLAGS ?= --samples_per_plugin images=1000
 DOCKER ?= docker
 IMAGE ?= fashion-mnist-dvc
 PYTEST_ARGS ?=
@@ -29,11 +32,11 @@ $(STAMP): requirements.txt
 repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a local copy of the data)
 	dvc repro
 
-tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set HOST, PORT to change)
-	tensorboard --logdir runs --host $(HOST) --port $(PORT)
+tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set LOGDIR, HOST, PORT to change)
+	tensorboard --logdir $(LOGDIR) --host $(HOST) --port $(PORT) $(TENSORBOARD_FLAGS)
 
 tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run per experiment
-	python scripts/tensorboard_exps.py --host $(HOST) --port $(PORT)
+	python scripts/tensorboard_exps.py --host $(HOST) --port $(PORT) -- $(TENSORBOARD_FLAGS)
 
 test: setup ## Run the test suite (offline, synthetic data)
 	python -m pytest $(PYTEST_ARGS)

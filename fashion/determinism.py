@@ -43,7 +43,7 @@ def configure(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(f"params.yaml: device is 'cuda' but PyTorch {torch.__version__} sees no "
+        raise ParamsError(f"device is 'cuda' but PyTorch {torch.__version__} sees no "
                           "CUDA GPU here; set device to auto or cpu")
     return torch.device(device)
 

@@ -51,24 +51,31 @@ def save(net: Net, path: str | Path) -> None:
 def load(path: str | Path) -> Net:
     """Load weights saved by `save`. weights_only=True: a weights file cannot run code."""
     path = Path(path)
+    retrain = "restore it with `dvc checkout` or retrain with `dvc repro --force train`"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        content = path.read_bytes()
     except FileNotFoundError:
         raise FashionError(f"{path} not found: run `dvc repro train` first") from None
-    except OSError:
-        raise  # unreadable (permissions, a directory): the stage reports the OS's reason
-    except Exception as exc:
-        # Anything else means the bytes are not weights: besides UnpicklingError, BadZipFile,
-        # RuntimeError and EOFError, torch's weights-only unpickler fails on arbitrary bytes with
-        # IndexError, KeyError and others.
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FashionError(f"{path} is not a loadable weights file ({first_line}): "
-                           "run `dvc repro --force train`") from None
-    net = Net()
+    # Any other OSError (permissions, a directory) reaches the stage, which prints the OS's reason.
     try:
-        net.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise FashionError(f"{path} holds weights of another architecture ({detail}): "
-                           "run `dvc repro --force train`") from None
+        state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+    except Exception:
+        # Whatever torch raises means the bytes are not weights: UnpicklingError, BadZipFile,
+        # RuntimeError, OSError for a cut archive, and from the weights-only unpickler IndexError,
+        # KeyError and others. Its messages (one advises weights_only=False) do not help here.
+        raise FashionError(f"{path} is not a loadable weights file (damaged, or not written by "
+                           f"the train stage): {retrain}") from None
+    net = Net()
+    expected = {name: tuple(t.shape) for name, t in net.state_dict().items()}
+    found = ({name: tuple(t.shape) for name, t in state.items()}
+             if isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())
+             else {})
+    if found != expected:
+        differ = sorted(name for name in expected.keys() | found.keys()
+                        if expected.get(name) != found.get(name))
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        verb = "differs" if len(differ) == 1 else "differ"
+        raise FashionError(f"{path} holds weights of another architecture ({', '.join(differ[:3])}"
+                           f"{more} {verb} from the Net's): {retrain}")
+    net.load_state_dict(state)
     return net

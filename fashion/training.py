@@ -148,7 +148,7 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
         total, right = loss_sum.item(), correct.item()
         if not math.isfinite(total):
             raise TrainingError(f"training diverged: the loss was {total} by step {steps - 1} "
-                                f"(lr={lr}); lower lr in params.yaml")
+                                f"(lr={lr}); lower lr")
         point = LogPoint(steps - 1, total / window_steps, right / window_samples, lr)
         loss_sum.zero_()
         correct.zero_()

@@ -20,7 +20,7 @@ def run(*, params: dict, data_dir: Path, logdir: Path) -> None:
     determinism.configure("cpu")  # a few small tensors: the CPU is enough on any machine
     images, labels = data.load_split(data_dir, "train")
     if params["embedding_samples"] > len(images):
-        raise ParamsError(f"params.yaml: embedding_samples is {params['embedding_samples']} but the "
+        raise ParamsError(f"embedding_samples is {params['embedding_samples']} but the "
                           f"training set has {len(images)} images; choose at most {len(images)}")
     # The batch the train stage starts with: same seed, same batch size, same order.
     first = data.epoch_batches(len(images), params["batch_size"],

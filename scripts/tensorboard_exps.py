@@ -22,13 +22,18 @@ from fashion.errors import FashionError
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address TensorBoard binds.")
 @click.option("--port", default=6006, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Only gather the logs into --out.")
+@click.argument("tensorboard_args", nargs=-1, type=click.UNPROCESSED)
 @cli.stage_command
-def main(repo, out, host, port, no_serve):
+def main(repo, out, host, port, no_serve, tensorboard_args):
     """Copy runs/ of the baseline commit and of every finished experiment that `dvc exp show` lists
     from the DVC cache into one logdir, a TensorBoard run per experiment named by its name and the
-    params it changed, then serve it. The workspace is not touched."""
+    params it changed, then serve it. The workspace is not touched. Arguments after `--` go to
+    TensorBoard."""
     if no_serve and out is None:
         raise click.UsageError("--no-serve needs --out")
+    if out is not None and out.exists() and any(out.iterdir()):
+        # Runs gathered before, of experiments removed since, would show up as if they still were.
+        raise FashionError(f"--out {out} is not empty; name a new directory or empty it first")
     with tempfile.TemporaryDirectory(prefix="fashion-exps-") as tmp:
         logdir = out or Path(tmp)
         labels = experiments.gather(repo.resolve(), logdir)
@@ -37,10 +42,14 @@ def main(repo, out, host, port, no_serve):
         click.echo("runs: " + ", ".join(labels), err=True)
         if not no_serve:
             try:
-                subprocess.run([Path(sys.executable).parent / "tensorboard", "--logdir", logdir,
-                                "--host", host, "--port", str(port)], check=False)
+                served = subprocess.run([Path(sys.executable).parent / "tensorboard", "--logdir",
+                                         logdir, "--host", host, "--port", str(port),
+                                         *tensorboard_args])
             except KeyboardInterrupt:
-                pass  # Ctrl-C is how a server is stopped
+                return  # Ctrl-C is how a server is stopped
+            if served.returncode != 0:  # a port in use, a bad flag: TensorBoard said why above
+                raise FashionError(f"TensorBoard stopped with exit status {served.returncode}, "
+                                   "for the reason above")
 
 
 if __name__ == "__main__":

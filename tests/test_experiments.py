@@ -2,7 +2,8 @@
 
 import json
 import shutil
-import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, dvc, git
 from tests.test_reproduction import snapshot
-from tests.test_tensorboard_server import serve, wait_for
+from tests.test_tensorboard_server import serve, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +100,19 @@ def test_tensorboard_shows_every_experiment_as_a_run(with_experiments, env):
                       lambda d: {"slow (lr=0.01)/evaluate", "main (baseline)/evaluate"} <= set(d))
         assert {"slow (lr=0.01)/evaluate", "main (baseline)/evaluate"} <= set(pr)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
     assert snapshot(with_experiments) == before  # the workspace was not touched
+
+
+def test_tensorboard_failing_to_start_fails_the_command(with_experiments, env, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = subprocess.run([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--repo",
+                               str(with_experiments), "--port", str(taken.getsockname()[1])],
+                              env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "already in use" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("Error: TensorBoard stopped with exit status "
+                                                    "255, for the reason above")
+

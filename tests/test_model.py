@@ -52,7 +52,13 @@ def test_damaged_file_gets_a_clear_error(tmp_path):
 def test_other_architecture_gets_a_clear_error(tmp_path):
     path = tmp_path / "other.pt"
     torch.save(torch.nn.Linear(3, 2).state_dict(), path)
-    with pytest.raises(FashionError, match="weights of another architecture"):
+    with pytest.raises(FashionError, match=r"weights of another architecture \(bias, conv1.bias, "
+                                            r"conv1.weight and 9 more differ from the Net's\)"):
+        model.load(path)
+    state = model.initial_net(0).state_dict()
+    state["fc3.weight"] = torch.zeros(9, 84)  # one layer of another shape
+    torch.save(state, path)
+    with pytest.raises(FashionError, match=r"architecture \(fc3.weight differs from"):
         model.load(path)
 
 

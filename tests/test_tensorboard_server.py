@@ -1,6 +1,8 @@
 """The real TensorBoard server on the pipeline's logdir, queried over loopback HTTP."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,8 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from fashion.data import CLASSES
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +35,13 @@ def get(port: int, path: str, **query):
         return json.loads(response.read())
 
 
-def serve(command: list, env: dict, timeout: float = 60):
-    """Start a TensorBoard `command` with `--port` on a free port; return (process, port) once
-    it answers."""
+def serve(command: list, env: dict, timeout: float = 60,
+          port_args=lambda port: ["--port", str(port)]):
+    """Start a TensorBoard `command` on a free port; return (process, port) once it answers.
+
+    The process leads a session of its own, so that stop() reaches a server that make started."""
     port = free_port()
-    process = subprocess.Popen([*command, "--port", str(port)], env=env,
+    process = subprocess.Popen([*command, *port_args(port)], env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -45,8 +52,13 @@ def serve(command: list, env: dict, timeout: float = 60):
             return process, port
         except OSError:
             time.sleep(0.3)
-    process.kill()
+    stop(process)
     raise AssertionError(f"{command[0]} did not answer within {timeout} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
 
 
 def wait_for(port, path, check, timeout=60, **query):
@@ -65,8 +77,7 @@ def server(pipeline, env):
                            str(pipeline / "runs"), "--host", "127.0.0.1", "--reload_interval", "1"],
                           env)
     yield port
-    process.terminate()
-    process.wait(timeout=20)
+    stop(process)
 
 
 def test_all_plugins_with_data_are_active(server):
@@ -113,3 +124,18 @@ def test_projector(server):
 def test_pr_curves(server):
     tags = wait_for(server, "plugin/pr_curves/tags", lambda d: "evaluate" in d)
     assert set(tags["evaluate"]) == set(CLASSES)
+
+
+def test_make_tensorboard_shows_every_figure(tmp_path, env):
+    # TensorBoard keeps 10 images per tag by default; a default train run logs 15 figures.
+    with SummaryWriter(tmp_path / "train") as writer:
+        for step in range(15):
+            writer.add_image("predictions vs. actuals", torch.zeros(3, 4, 4), step)
+    process, port = serve(["make", "-s", "-C", str(ROOT), "tensorboard", f"LOGDIR={tmp_path}"],
+                          env, port_args=lambda port: [f"PORT={port}"])
+    try:
+        figures = wait_for(port, "plugin/images/images", lambda d: len(d) == 15, run="train",
+                           tag="predictions vs. actuals")
+    finally:
+        stop(process)
+    assert [f["step"] for f in figures] == list(range(15))
