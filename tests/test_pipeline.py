@@ -31,7 +31,7 @@ def test_visualize_writes_grid_and_graph(pipeline):
     # The first mini-batch the train stage draws (same seed, same stream), nothing else.
     images, _ = data.load_split(pipeline / "data/fashion-mnist", "train")
     order = data.epoch_batches(len(images), 4, determinism.generator(0, "batch-order"))
-    shown = torch.from_numpy(np.asarray(image.convert("L"))).int()
+    shown = torch.from_numpy(np.array(image.convert("L"))).int()
     expected = torch.cat(list(images[order[0]].int().squeeze(1)), dim=1)
     other = torch.cat(list(images[order[1]].int().squeeze(1)), dim=1)
     assert (shown - expected).abs().max() <= 1  # the float round trip may cost one grey level
