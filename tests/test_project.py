@@ -9,7 +9,7 @@ import click
 import pytest
 from ruamel.yaml import YAML
 
-from fashion import data, evaluation, training, visualize
+from fashion import data, evaluation, experiments, training, visualize
 from tests.conftest import ROOT
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
@@ -82,3 +82,9 @@ def test_make_clean_removes_exactly_the_cached_outputs():
     [removal] = [line.split()[2:] for line in done.stdout.splitlines() if line.startswith("rm -rf")]
     cached = set().union(*(out_paths(stage.get("outs")) for stage in STAGES.values()))
     assert set(removal) - {".pytest_cache"} == cached
+
+
+def test_experiment_logdirs_are_the_stages_tensorboard_outputs():
+    logdirs = [out for stage in STAGES.values() for out in out_paths(stage.get("outs"))
+               if out.startswith("runs/")]
+    assert sorted(experiments.LOGDIRS) == sorted(logdirs)
