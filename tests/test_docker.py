@@ -92,7 +92,8 @@ def test_make_docker_test_and_tensorboard_commands(tmp_path):
     argv = dry_run("docker-tensorboard", IMAGE="some-image", PORT="6123")
     assert options(argv, "-p") == ["127.0.0.1:6123:6006"]
     assert argv[argv.index("some-image"):] == ["some-image", "tensorboard", "--logdir", "runs",
-                                               "--host", "0.0.0.0", "--port", "6006"]
+                                               "--host", "0.0.0.0", "--port", "6006",
+                                               "--samples_per_plugin", "images=1000"]
 
 
 # ---- with a container runtime -------------------------------------------------------------------
