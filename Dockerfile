@@ -1,5 +1,5 @@
 # One image for GPU and CPU hosts. It holds the tools (Python 3.11, git, DVC, PyTorch, TensorBoard,
-# pytest), installed from the same pinned requirements.txt that `make setup` uses, and none of the
+# pytest), installed from the same pinned requirements files that `make setup` uses, and none of the
 # project: the checkout is bind-mounted at /workspace at run time and everything runs as your uid,
 # so outputs land in your checkout, owned by you. `make help` lists the docker-* targets.
 #
@@ -43,8 +43,8 @@ RUN apt-get update \
 ENV VIRTUAL_ENV=/opt/venv
 ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 
-# As `make setup` does: a venv, the current pip, then requirements.txt.
-COPY requirements.txt /tmp/requirements.txt
+# As `make setup` does: a venv, the current pip, then the requirements files.
+COPY requirements.txt requirements-dev.txt /tmp/
 # hadolint ignore=DL3013
 RUN python3 -m venv "${VIRTUAL_ENV}" \
  && pip install --no-cache-dir --disable-pip-version-check --upgrade pip \
@@ -56,8 +56,9 @@ RUN python3 -m venv "${VIRTUAL_ENV}" \
            --extra-index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/${TORCH_FLAVOUR}}"; \
     fi \
  && PIP_DEFAULT_TIMEOUT=120 PIP_ROOT_USER_ACTION=ignore \
-    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt "$@" \
- && rm -f /tmp/requirements.txt /tmp/torch-flavour.txt \
+    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt \
+      -r /tmp/requirements-dev.txt "$@" \
+ && rm -f /tmp/requirements.txt /tmp/requirements-dev.txt /tmp/torch-flavour.txt \
  && python -c "import torch, torchvision, dvc, tensorboard; print(torch.__version__, torch.version.cuda)"
 
 # Run as any uid, including one with no passwd entry (docker run -u "$(id -u):$(id -g)"):

@@ -11,7 +11,7 @@ IMAGE ?= fashion-mnist-dvc
 PYTEST_ARGS ?=
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
@@ -20,12 +20,12 @@ help: ## Show this list
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv and install the pinned dependencies (requirements.txt)
+setup: $(STAMP) ## Create .venv and install the pinned dependencies (requirements*.txt)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 

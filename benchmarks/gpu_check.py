@@ -6,7 +6,7 @@
 4. The cost of a training step on the real data: eager CUDA against the CUDA graph, same bits.
 
 A check that fails is reported in the table and the others still run. Needs the fetched data in
-data/fashion-mnist and the packages of requirements.txt except dvc. `--device cpu --quick` runs
+data/fashion-mnist, the packages of requirements.txt except dvc, and pytest. `--device cpu --quick` runs
 the same code on the CPU, to check this script.
 """
 

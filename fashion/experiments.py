@@ -31,9 +31,10 @@ def list_experiments(repo: Path) -> list[Experiment]:
     done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo,
                           capture_output=True, text=True)
     if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
+        # DVC ends some errors with a support footer: its ERROR line is the one that says why.
+        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
         raise FashionError(f"`dvc exp show` failed: "
-                           f"{lines[-1] if lines else f'exit status {done.returncode}'}")
+                           f"{errors[-1] if errors else f'exit status {done.returncode}'}")
     found = []
     for row in json.loads(done.stdout):
         if row.get("rev") == "workspace" or not row.get("data"):

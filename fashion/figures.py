@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -115,7 +116,26 @@ def serve() -> None:
         except EOFError:
             break
         drawn.append(image_summary(tag, panels_figure(panels)))
-    pickle.dump(drawn, answer)
+    try:
+        pickle.dump(drawn, answer)
+        answer.flush()
+    except BrokenPipeError:
+        # The stage was killed and nobody reads the answer; leave without the traceback that
+        # flushing at exit would print into the user's terminal or DVC's log.
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process while the block runs (signals belong to the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class FigureRenderer:
@@ -142,12 +162,15 @@ class FigureRenderer:
     def __enter__(self) -> FigureRenderer:
         root = str(Path(__file__).resolve().parents[1])  # where `fashion` is imported from
         path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-        # A process group of its own: Ctrl-C at the terminal reaches the stage only, which stops
-        # the worker on its way out, and no traceback of the worker's joins the stage's message.
-        self.worker = subprocess.Popen(
-            [sys.executable, "-c", "from fashion.figures import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": path},
-            process_group=0)
+        # Ctrl-C at the terminal reaches the whole process group; the stage handles it and stops
+        # the worker on its way out. The worker ignores it from its first instruction, so that no
+        # traceback of its own joins the stage's message: an ignored signal stays ignored across
+        # exec, and Python then leaves it ignored.
+        with _sigint_ignored():
+            self.worker = subprocess.Popen(
+                [sys.executable, "-c", "from fashion.figures import serve; serve()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": path})
         self.requests: queue.SimpleQueue = queue.SimpleQueue()
         self.sender = threading.Thread(target=self._send, daemon=True)
         self.sender.start()

@@ -94,7 +94,9 @@ def load(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
         raise ParamsError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except MarkedYAMLError as exc:  # the parser's one useful line, without its source excerpt
         line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
-        raise ParamsError(f"{path} is not valid YAML ({line}{exc.problem}); fix it there") from None
+        context = f"{exc.context}, " if exc.context else ""
+        raise ParamsError(f"{path} is not valid YAML ({line}{context}{exc.problem}); "
+                          "fix it there") from None
     except YAMLError as exc:
         raise ParamsError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     checked = validate(values, str(path))

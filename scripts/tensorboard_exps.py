@@ -31,6 +31,8 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
     TensorBoard."""
     if no_serve and out is None:
         raise click.UsageError("--no-serve needs --out")
+    if no_serve and tensorboard_args:
+        raise click.UsageError("arguments for TensorBoard make no sense with --no-serve")
     if out is not None and out.exists() and any(out.iterdir()):
         # Runs gathered before, of experiments removed since, would show up as if they still were.
         raise FashionError(f"--out {out} is not empty; name a new directory or empty it first")
@@ -47,6 +49,8 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
                                          *tensorboard_args])
             except KeyboardInterrupt:
                 return  # Ctrl-C is how a server is stopped
+            if served.returncode < 0:
+                raise FashionError(f"TensorBoard was stopped by signal {-served.returncode}")
             if served.returncode != 0:  # a port in use, a bad flag: TensorBoard said why above
                 raise FashionError(f"TensorBoard stopped with exit status {served.returncode}, "
                                    "for the reason above")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT, dvc, git
 from tests.test_reproduction import snapshot
-from tests.test_tensorboard_server import serve, stop, wait_for
+from tests.test_tensorboard_server import get, serve, stop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -88,8 +88,11 @@ def test_queued_sweep_runs_every_combination(pipeline, env, tmp_path):
 
 def test_tensorboard_shows_every_experiment_as_a_run(with_experiments, env):
     before = snapshot(with_experiments)
+    # Arguments after `--` go to TensorBoard: here a visible one, two points per scalar series.
     server, port = serve([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--repo",
-                          str(with_experiments)], env, timeout=120)
+                          str(with_experiments)], env, timeout=120,
+                         port_args=lambda port: ["--port", str(port), "--",
+                                                 "--samples_per_plugin", "scalars=2"])
     try:
         expected = {"main (baseline)/train", "slow (lr=0.01)/train",
                     "other-seed (seed=1 batch_size=8)/train"}
@@ -99,6 +102,8 @@ def test_tensorboard_shows_every_experiment_as_a_run(with_experiments, env):
         pr = wait_for(port, "plugin/pr_curves/tags",
                       lambda d: {"slow (lr=0.01)/evaluate", "main (baseline)/evaluate"} <= set(d))
         assert {"slow (lr=0.01)/evaluate", "main (baseline)/evaluate"} <= set(pr)
+        points = get(port, "plugin/scalars/scalars", run="slow (lr=0.01)/train", tag="training loss")
+        assert len(points) == 2  # of 5 logged
     finally:
         stop(server)
     assert snapshot(with_experiments) == before  # the workspace was not touched

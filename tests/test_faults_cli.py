@@ -322,3 +322,18 @@ def test_gathering_into_a_used_directory_is_refused(tmp_path):
     done = stage("tensorboard_exps", tmp_path, "--out", "logs", "--no-serve")
     assert one_line(done) == "Error: --out logs is not empty; name a new directory or empty it first"
     assert_failed(done)
+
+
+def test_make_tensorboard_exps_passes_the_flags_through():
+    base = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "TENSORBOARD_FLAGS")}
+    done = subprocess.run(["make", "-n", "tensorboard-exps"], cwd=ROOT, env=base,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert ("python scripts/tensorboard_exps.py --host 127.0.0.1 --port 6006 -- "
+            "--samples_per_plugin images=1000") in done.stdout.splitlines()
+
+
+def test_tensorboard_arguments_with_no_serve_are_refused(tmp_path):
+    done = stage("tensorboard_exps", tmp_path, "--out", "logs", "--no-serve", "--",
+                 "--samples_per_plugin", "images=1000")
+    assert done.returncode == 2 and "make no sense with --no-serve" in done.stderr

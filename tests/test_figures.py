@@ -3,7 +3,9 @@ import pickle
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,9 @@ def test_worker_writes_what_add_figure_writes(tmp_path):
     images = torch.rand(4, 1, 28, 28) * 2 - 1
     labels = torch.tensor([0, 3, 9, 5])
     probs = torch.softmax(torch.randn(4, 10, generator=torch.Generator().manual_seed(0)), 1)
-    with SummaryWriter(tmp_path / "inline") as writer:
+    # The worker draws with matplotlib's defaults, whatever matplotlibrc this process found.
+    with SummaryWriter(tmp_path / "inline") as writer, matplotlib.rc_context():
+        matplotlib.rcdefaults()
         writer.add_figure("f", predictions_figure(images, labels, probs), 7)
     with FigureRenderer() as renderer, SummaryWriter(tmp_path / "worker") as writer:
         renderer.submit("f", images, labels, probs)
@@ -105,11 +109,32 @@ def test_a_users_matplotlibrc_does_not_change_the_figures(tmp_path, monkeypatch)
     assert drawn() == reference
 
 
-def test_ctrl_c_at_the_terminal_reaches_the_stage_not_the_worker():
-    # The stage stops the worker on its way out; a worker interrupted during its start-up would
-    # print a traceback next to the stage's one-line message.
+def ignored_signals(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+
+
+def test_the_worker_ignores_ctrl_c_from_its_start():
+    # Ctrl-C reaches the stage's whole process group. The stage stops the worker on its way out;
+    # a worker interrupted while importing would print a traceback beside the stage's message.
+    sigint = 1 << (signal.SIGINT - 1)
     with FigureRenderer() as renderer:
-        assert os.getpgid(renderer.worker.pid) != os.getpgid(0)
+        assert ignored_signals(renderer.worker.pid) & sigint  # already as it starts up
+        assert os.getpgid(renderer.worker.pid) == os.getpgid(0)  # and killed with the group
+    assert not ignored_signals(os.getpid()) & sigint  # the stage's own handler is back
+
+
+def test_a_worker_whose_stage_was_killed_leaves_quietly():
+    # The stage killed with SIGKILL: the worker reads the end of its input and answers into a
+    # pipe nobody reads.
+    worker = subprocess.Popen([sys.executable, "-c", "from fashion.figures import serve; serve()"],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    worker.stdout.close()
+    worker.stdin.write(pickle.dumps(("f", [Panel(np.zeros((28, 28)), "title", True)])))
+    worker.stdin.close()
+    stderr = worker.stderr.read().decode()
+    assert worker.wait(timeout=60) == 1 and stderr == ""
 
 
 def test_a_worker_that_dies_fails_the_stage_in_one_sentence():

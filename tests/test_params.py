@@ -74,10 +74,10 @@ def test_missing_key_names_it(tmp_path):
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         params.load(tmp_path / "absent.yaml", ())
-    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: expected ',' or ']', but "
+    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: while parsing a flow sequence, expected ',' or ']', but "
                                           r"got '<stream end>'\); fix it there$"):
         params.load(write(tmp_path, "lr: [0.1\n"), ())
-    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: found duplicate key \"lr\" "
+    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: while constructing a mapping, found duplicate key \"lr\" "
                                           r"with value \"0.02\" \(original value: \"0.01\"\)\)"):
         params.load(write(tmp_path, "lr: 0.01\nlr: 0.02\n"), ())
     with pytest.raises(ParamsError, match="must be a mapping"):

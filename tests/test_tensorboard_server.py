@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -126,13 +127,27 @@ def test_pr_curves(server):
     assert set(tags["evaluate"]) == set(CLASSES)
 
 
+def make_tensorboard_command(logdir: Path) -> list[str]:
+    """What `make tensorboard` runs, without --port (serve() adds it), with this venv's tensorboard.
+
+    make itself stays out of it: its `setup` prerequisite could install packages, and inside the
+    Docker image the checkout's .venv that it puts first on PATH is not usable."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("HOST", "PORT", "LOGDIR", "TENSORBOARD_FLAGS")}
+    done = subprocess.run(["make", "-s", "-n", "tensorboard", f"LOGDIR={logdir}"], cwd=ROOT,
+                          env=base, capture_output=True, text=True, timeout=30, check=True)
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("tensorboard ")]
+    command = shlex.split(line)
+    at = command.index("--port")
+    return [str(Path(sys.executable).parent / "tensorboard"), *command[1:at], *command[at + 2:]]
+
+
 def test_make_tensorboard_shows_every_figure(tmp_path, env):
     # TensorBoard keeps 10 images per tag by default; a default train run logs 15 figures.
     with SummaryWriter(tmp_path / "train") as writer:
         for step in range(15):
             writer.add_image("predictions vs. actuals", torch.zeros(3, 4, 4), step)
-    process, port = serve(["make", "-s", "-C", str(ROOT), "tensorboard", f"LOGDIR={tmp_path}"],
-                          env, port_args=lambda port: [f"PORT={port}"])
+    process, port = serve(make_tensorboard_command(tmp_path), env)
     try:
         figures = wait_for(port, "plugin/images/images", lambda d: len(d) == 15, run="train",
                            tag="predictions vs. actuals")
