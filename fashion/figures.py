@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PANELS = 4
+WORKER = "from fashion.figures import serve; serve()"  # the worker's program, for `python -c`
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class FigureRenderer:
         # exec, and Python then leaves it ignored.
         with _sigint_ignored():
             self.worker = subprocess.Popen(
-                [sys.executable, "-c", "from fashion.figures import serve; serve()"],
+                [sys.executable, "-c", WORKER],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 env={**os.environ, "PYTHONPATH": path})
         self.requests: queue.SimpleQueue = queue.SimpleQueue()

@@ -32,6 +32,17 @@ def run(args, cwd, env=None, check=True, timeout=600) -> subprocess.CompletedPro
     return done
 
 
+def make_dry_run(target: str, *assignments: str, env: dict | None = None) -> list[str]:
+    """The command lines `make -n TARGET` prints in the repository root, continuation lines
+    joined. The Makefile's own variables are taken out of this environment first, so that a
+    developer's HOST or PORT does not leak in; `env` puts some back."""
+    scrubbed = {k: v for k, v in os.environ.items()
+                if k not in ("HOST", "PORT", "LOGDIR", "TENSORBOARD_FLAGS")}
+    done = run(["make", "-s", "-n", target, *assignments], ROOT, {**scrubbed, **(env or {})},
+               timeout=30)
+    return done.stdout.replace("\\\n", " ").splitlines()
+
+
 def dvc(repo: Path, env: dict, *args, check=True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], repo, env, check)
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from fashion import fetch, model
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT, make_dry_run, write_params
 from tests.faults import assert_failed, assert_no_leftovers, clean_env, outputs
 
 pytestmark = pytest.mark.timeout(120)
@@ -300,11 +300,8 @@ def test_the_code_running_file_would_run_code_if_loaded_unsafely(tmp_path):
     ((), {"HOST": "0.0.0.0"}, "0.0.0.0"),
 ], ids=["default", "make-variable", "environment"])
 def test_tensorboard_binds_loopback_unless_host_is_set(args, env, host):
-    base = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
-    done = subprocess.run(["make", "-n", "tensorboard", *args], cwd=ROOT, env={**base, **env},
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    command, = [line for line in done.stdout.splitlines() if line.startswith("tensorboard ")]
+    command, = [line for line in make_dry_run("tensorboard", *args, env=env)
+                if line.startswith("tensorboard ")]
     assert f"--host {host} " in command + " " and "--port 6006" in command
 
 
@@ -325,12 +322,8 @@ def test_gathering_into_a_used_directory_is_refused(tmp_path):
 
 
 def test_make_tensorboard_exps_passes_the_flags_through():
-    base = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT", "TENSORBOARD_FLAGS")}
-    done = subprocess.run(["make", "-n", "tensorboard-exps"], cwd=ROOT, env=base,
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
     assert ("python scripts/tensorboard_exps.py --host 127.0.0.1 --port 6006 -- "
-            "--samples_per_plugin images=1000") in done.stdout.splitlines()
+            "--samples_per_plugin images=1000") in make_dry_run("tensorboard-exps")
 
 
 def test_tensorboard_arguments_with_no_serve_are_refused(tmp_path):

@@ -15,7 +15,7 @@ from torch.utils.tensorboard._utils import figure_to_image
 
 from fashion.data import CLASSES
 from fashion.errors import FashionError
-from fashion.figures import FigureRenderer, Panel, predictions_figure
+from fashion.figures import WORKER, FigureRenderer, Panel, predictions_figure
 from fashion.tensorboard_writer import add_serialized_summary
 from tests.conftest import ROOT
 from tests.events import summaries
@@ -88,8 +88,8 @@ def test_results_come_back_in_submission_order():
 def test_the_worker_never_imports_torch():
     # Importing torch took 4 s on the GPU host, more than training: the worker must do without.
     request = pickle.dumps(("f", [Panel(np.zeros((28, 28)), "title", True)]))
-    done = subprocess.run([sys.executable, "-c", "import sys; from fashion.figures import serve; "
-                           "serve(); assert 'torch' not in sys.modules, 'torch was imported'"],
+    done = subprocess.run([sys.executable, "-c", f"import sys; {WORKER}; "
+                           "assert 'torch' not in sys.modules, 'torch was imported'"],
                           cwd=ROOT, input=request, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
     [summary] = pickle.loads(done.stdout)
@@ -127,7 +127,7 @@ def test_the_worker_ignores_ctrl_c_from_its_start():
 def test_a_worker_whose_stage_was_killed_leaves_quietly():
     # The stage killed with SIGKILL: the worker reads the end of its input and answers into a
     # pipe nobody reads.
-    worker = subprocess.Popen([sys.executable, "-c", "from fashion.figures import serve; serve()"],
+    worker = subprocess.Popen([sys.executable, "-c", WORKER],
                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     worker.stdout.close()

@@ -10,7 +10,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from fashion import data, evaluation, experiments, training, visualize
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_dry_run
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
@@ -77,9 +77,7 @@ def test_pr_plot_lists_every_class_file():
 
 
 def test_make_clean_removes_exactly_the_cached_outputs():
-    done = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True,
-                          check=True)
-    [removal] = [line.split()[2:] for line in done.stdout.splitlines() if line.startswith("rm -rf")]
+    [removal] = [line.split()[2:] for line in make_dry_run("clean") if line.startswith("rm -rf")]
     cached = set().union(*(out_paths(stage.get("outs")) for stage in STAGES.values()))
     assert set(removal) - {".pytest_cache"} == cached
 

@@ -17,7 +17,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from fashion.data import CLASSES
-from tests.conftest import ROOT
+from tests.conftest import make_dry_run
 
 pytestmark = pytest.mark.slow
 
@@ -132,11 +132,8 @@ def make_tensorboard_command(logdir: Path) -> list[str]:
 
     make itself stays out of it: its `setup` prerequisite could install packages, and inside the
     Docker image the checkout's .venv that it puts first on PATH is not usable."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("HOST", "PORT", "LOGDIR", "TENSORBOARD_FLAGS")}
-    done = subprocess.run(["make", "-s", "-n", "tensorboard", f"LOGDIR={logdir}"], cwd=ROOT,
-                          env=base, capture_output=True, text=True, timeout=30, check=True)
-    [line] = [line for line in done.stdout.splitlines() if line.startswith("tensorboard ")]
+    [line] = [line for line in make_dry_run("tensorboard", f"LOGDIR={logdir}")
+              if line.startswith("tensorboard ")]
     command = shlex.split(line)
     at = command.index("--port")
     return [str(Path(sys.executable).parent / "tensorboard"), *command[1:at], *command[at + 2:]]
