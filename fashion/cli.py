@@ -61,6 +61,11 @@ def logdir_option(default: str):
                         help="TensorBoard logdir to write (replaced on success).")
 
 
+def params_epilog(keys) -> str:
+    """The --help line naming the params a stage reads (its deps in dvc.yaml)."""
+    return f"Reads these keys of the params file: {', '.join(keys)}."
+
+
 def params_option(func):
     return click.option("--params", "params_path", default="params.yaml", show_default=True,
                         type=click.Path(dir_okay=False),

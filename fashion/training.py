@@ -193,6 +193,11 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         images, labels = data.load_split(data_dir, "train")
         images, labels = data.normalize(images).to(device), labels.to(device)
         net = model.initial_net(params["seed"]).to(device)
+        steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
+        if params["log_every"] > steps:
+            click.echo(f"Warning: log_every is {params['log_every']} but this run has {steps} "
+                       "mini-batches, so no loss points or figures will be logged; lower "
+                       "log_every to see training in TensorBoard.", err=True)
 
         def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
             with torch.no_grad():
@@ -220,6 +225,8 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         "steps": result.steps,
     })
     fileio.write_json(provenance_path, provenance.record(device, params, data_dir))
-    click.echo(f"trained {result.steps} steps in {seconds:.1f} s "
-               f"({result.steps / seconds:.0f} steps/s) on {device}", err=True)
+    per_second = result.steps / seconds  # under 1 for a huge batch: not to be shown as 0
+    rate = f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
+    click.echo(f"trained {result.steps} steps in {seconds:.1f} s ({rate} steps/s) on {device}",
+               err=True)
     return result

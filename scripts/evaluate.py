@@ -11,7 +11,7 @@ import click
 from fashion import cli, evaluation, params
 
 
-@click.command(epilog=f"Reads params.yaml keys: {', '.join(evaluation.PARAMS)}.")
+@click.command(epilog=cli.params_epilog(evaluation.PARAMS))
 @cli.params_option
 @cli.data_option
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,

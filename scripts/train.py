@@ -11,7 +11,7 @@ import click
 from fashion import cli, params, training
 
 
-@click.command(epilog=f"Reads params.yaml keys: {', '.join(training.PARAMS)}.")
+@click.command(epilog=cli.params_epilog(training.PARAMS))
 @cli.params_option
 @cli.data_option
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,

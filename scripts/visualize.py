@@ -11,7 +11,7 @@ import click
 from fashion import cli, params, visualize
 
 
-@click.command(epilog=f"Reads params.yaml keys: {', '.join(visualize.PARAMS)}.")
+@click.command(epilog=cli.params_epilog(visualize.PARAMS))
 @cli.params_option
 @cli.data_option
 @cli.logdir_option("runs/visualize")

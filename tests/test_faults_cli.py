@@ -20,7 +20,9 @@ import pytest
 import torch
 
 from fashion import fetch, model
+from fashion.training import FIGURE_TAG
 from tests.conftest import ROOT, make_dry_run, write_params
+from tests.events import summaries
 from tests.faults import assert_failed, assert_no_leftovers, clean_env, outputs
 
 pytestmark = pytest.mark.timeout(120)
@@ -173,6 +175,21 @@ def test_divergence_stops_naming_the_step_and_writes_no_model(work):
     assert re.search(r"^Error: training diverged: the loss was (nan|inf) by step \d+ \(lr=[^)]+\); "
                      r"lower lr$", done.stderr, re.MULTILINE), done.stderr
     assert_absent(work, TRAIN_OUTPUTS)
+
+
+def test_log_every_beyond_the_run_warns_that_nothing_will_be_logged(work):
+    write_params(work, log_every=51)  # the test params give 50 mini-batches
+    done = stage("train", work)
+    assert done.returncode == 0, done.stderr
+    assert ("Warning: log_every is 51 but this run has 50 mini-batches, so no loss points or "
+            "figures will be logged") in done.stderr
+    assert (work / "plots/train_loss.csv").read_text() == "step,loss,accuracy\n"
+    assert summaries(work / "runs/train") == {}
+
+    write_params(work, log_every=50)
+    done = stage("train", work)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+    assert len(summaries(work / "runs/train")[FIGURE_TAG]) == 1
 
 
 def interrupt_training(work: Path, signum: int) -> subprocess.CompletedProcess:
