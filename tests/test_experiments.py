@@ -120,4 +120,3 @@ def test_tensorboard_failing_to_start_fails_the_command(with_experiments, env, t
     assert "already in use" in done.stderr
     assert done.stderr.strip().splitlines()[-1] == ("Error: TensorBoard stopped with exit status "
                                                     "255, for the reason above")
-

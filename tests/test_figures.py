@@ -21,6 +21,11 @@ from tests.conftest import ROOT
 from tests.events import summaries
 
 
+def blank_batch():
+    """Images, labels and probabilities of a batch of four: enough for the worker to draw."""
+    return torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1)
+
+
 @pytest.mark.parametrize("batch", [1, 2, 3, 4, 7])
 def test_any_batch_size_shows_up_to_four_panels(batch):
     images = torch.rand(batch, 1, 28, 28) * 2 - 1
@@ -69,7 +74,7 @@ def test_worker_starts_after_parallel_cpu_work():
     try:
         torch.ones(2000, 2000).matmul(torch.ones(2000, 2000)).sum()
         with FigureRenderer() as renderer:
-            renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
+            renderer.submit("f", *blank_batch())
             [summary] = renderer.results()
     finally:
         torch.set_num_threads(threads)
@@ -99,7 +104,7 @@ def test_the_worker_never_imports_torch():
 def test_a_users_matplotlibrc_does_not_change_the_figures(tmp_path, monkeypatch):
     def drawn() -> bytes:
         with FigureRenderer() as renderer:
-            renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
+            renderer.submit("f", *blank_batch())
             [summary] = renderer.results()
         return summary
 
@@ -151,7 +156,7 @@ def test_a_stuck_worker_is_stopped(monkeypatch):
     with FigureRenderer() as renderer:
         os.kill(renderer.worker.pid, signal.SIGSTOP)
         for _ in range(50):  # more than the pipe holds: the sender blocks
-            renderer.submit("f", torch.zeros(4, 1, 28, 28), torch.arange(4), torch.full((4, 10), 0.1))
+            renderer.submit("f", *blank_batch())
         with pytest.raises(FashionError, match="had not finished after"):
             renderer.results()
 
