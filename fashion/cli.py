@@ -2,7 +2,8 @@
 
 A FashionError or an OSError (a path that cannot be read or written) prints one line and exits 1;
 Ctrl-C exits 130 and SIGTERM 143, after the stage's staged outputs are cleaned up. FASHION_DEBUG=1
-shows the traceback instead.
+shows the traceback instead. Ctrl-C before the command starts, while the script imports torch,
+ends with one line too: see quiet_ctrl_c_while_starting.
 """
 
 import functools
@@ -24,12 +25,30 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _interrupted_while_starting(signum, frame):
+    # KeyboardInterrupt would unwind through torch's half-done import and print its traceback.
+    # Nothing has been written yet, so there is nothing to clean up: leave at once.
+    sys.stderr.write("Interrupted before the stage started; nothing was written.\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def quiet_ctrl_c_while_starting() -> None:
+    """Make Ctrl-C exit with one line until stage_command's wrapper runs. For a script's
+    `__main__` only: an importing process (a test) keeps its own handler."""
+    # A SIGINT the parent had set to be ignored (a background job) stays ignored.
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
 def stage_command(func):
     """Wrap a click command's body so user-facing failures end in one line, not a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         signal.signal(signal.SIGTERM, _terminate)
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # cleanup needs the exception
         if os.environ.get("FASHION_DEBUG"):
             return func(*args, **kwargs)
         try:

@@ -8,7 +8,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
 
-from fashion import cli, params, training
+from fashion import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c_while_starting()  # the imports below load torch, a second's work
+
+from fashion import params, training
 
 
 @click.command(epilog=cli.params_epilog(training.PARAMS))

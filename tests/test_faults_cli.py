@@ -4,6 +4,7 @@ temporary directory, as `dvc repro` would, and checks the one-line message, the 
 absence of a traceback, and that no output is half-written or lost.
 """
 
+import contextlib
 import io
 import os
 import pickle
@@ -232,6 +233,30 @@ def test_a_signal_during_the_first_run_leaves_no_outputs(work):
     done = interrupt_training(work, signal.SIGTERM)
     assert_failed(done, "Terminated;", code=143)
     assert_absent(work, TRAIN_OUTPUTS)
+
+
+def loading_torch(pid: int) -> bool:
+    """Whether the process has mapped libtorch: it is inside `import torch`, a second's work."""
+    with contextlib.suppress(FileNotFoundError):
+        return "libtorch_cpu" in Path(f"/proc/{pid}/maps").read_text()
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("name", ["visualize", "train", "evaluate"])
+def test_ctrl_c_while_the_stage_imports_torch_is_one_line_too(work, name):
+    process = subprocess.Popen([sys.executable, str(ROOT / f"scripts/{name}.py")], cwd=work,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 30
+    while not loading_torch(process.pid):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert_failed(done, "Interrupted before the stage started; nothing was written.", code=130)
+    assert_absent(work, TRAIN_OUTPUTS + EVALUATE_OUTPUTS)
 
 
 # --- loading weights -----------------------------------------------------------------------
