@@ -3,12 +3,17 @@
 TensorBoard names event files after the time, host and process and stamps every record with the
 wall time, so two identical runs would give logdirs with different hashes: DVC would see a changed
 output on every rerun and `dvc pull` could never be checked against a rerun. TensorBoard has no
-switch for this, so on close the events are rewritten into one file with a fixed name and zero
-wall times (training time is in the stage's output and the benchmark, not in the logs). The
-logdir is built beside its destination and moved into place only when the stage succeeds.
+switch for this, so on close the events are rewritten into one file with zero wall times
+(training time is in the stage's output and the benchmark, not in the logs), named after its
+contents. The name must change with the contents: a running TensorBoard reads a file it knows
+only from where it stopped, so a rerun stage's file under the old name would go unnoticed,
+while a new name replaces the old run's data within one reload. The logdir is built beside its
+destination and moved into place only when the stage succeeds.
 """
 
 import contextlib
+import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +26,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from fashion import fileio
 
-EVENT_FILE = "events.out.tfevents.0000000000.fashion"
+EVENT_FILE_PREFIX = "events.out.tfevents.0000000000.fashion."  # then 16 hex digits of SHA-256
 
 
 def canonicalize(logdir: Path) -> None:
-    """Merge the event files of each directory under `logdir` into EVENT_FILE with zero wall times."""
+    """Merge the event files of each directory under `logdir` into one file with zero wall times,
+    named EVENT_FILE_PREFIX and the start of its SHA-256."""
     directories = sorted({p.parent for p in logdir.rglob("*tfevents*")})
     for directory in directories:
         sources = sorted(directory.glob("*tfevents*"))
@@ -40,10 +46,12 @@ def canonicalize(logdir: Path) -> None:
                     event.graph_def = graph.SerializeToString(deterministic=True)
                 events.append(event)
             source.unlink()
-        with open(directory / EVENT_FILE, "wb") as f:
-            writer = RecordWriter(f)
-            for event in events:
-                writer.write(event.SerializeToString(deterministic=True))
+        records = io.BytesIO()
+        writer = RecordWriter(records)
+        for event in events:
+            writer.write(event.SerializeToString(deterministic=True))
+        digest = hashlib.sha256(records.getvalue()).hexdigest()[:16]
+        (directory / f"{EVENT_FILE_PREFIX}{digest}").write_bytes(records.getvalue())
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from fashion.data import CLASSES
+from fashion.tensorboard_writer import run_writer
 from tests.conftest import make_dry_run
 
 pytestmark = pytest.mark.slow
@@ -151,3 +152,28 @@ def test_make_tensorboard_shows_every_figure(tmp_path, env):
     finally:
         stop(process)
     assert [f["step"] for f in figures] == list(range(15))
+
+
+def test_a_running_tensorboard_shows_a_rerun_stage_s_new_logs(tmp_path, env):
+    # What a user sees after `dvc exp run -S lr=...` or `dvc checkout` with `make tensorboard` open.
+    def write(lr):
+        with run_writer(tmp_path / "train") as writer:
+            for step in range(3):
+                writer.add_scalar("learning rate", lr, step)
+
+    def learning_rates(answer):
+        return [value for _, _, value in answer]
+
+    write(0.001)
+    process, port = serve(make_tensorboard_command(tmp_path) + ["--reload_interval", "1"], env)
+    try:
+        before = wait_for(port, "plugin/scalars/scalars", lambda d: len(d) == 3, run="train",
+                          tag="learning rate")
+        write(0.01)
+        after = wait_for(port, "plugin/scalars/scalars",
+                         lambda d: learning_rates(d) == pytest.approx([0.01] * 3), timeout=30,
+                         run="train", tag="learning rate")
+    finally:
+        stop(process)
+    assert learning_rates(before) == pytest.approx([0.001] * 3)
+    assert learning_rates(after) == pytest.approx([0.01] * 3)

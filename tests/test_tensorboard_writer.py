@@ -1,3 +1,4 @@
+import hashlib
 import os
 import subprocess
 import sys
@@ -6,14 +7,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
-from fashion.tensorboard_writer import EVENT_FILE, run_writer
+from fashion.tensorboard_writer import EVENT_FILE_PREFIX, run_writer
 from tests.conftest import ROOT
 
 
-def write_some(logdir):
+def write_some(logdir, scale=1.0):
     with run_writer(logdir) as writer:
         for step in range(3):
-            writer.add_scalar("loss", 1.0 / (step + 1), step)
+            writer.add_scalar("loss", scale / (step + 1), step)
         writer.add_image("grid", torch.linspace(0, 1, 3 * 8 * 8).view(3, 8, 8))
         writer.add_pr_curve("class", torch.tensor([1, 0, 1]), torch.tensor([0.9, 0.4, 0.3]), 0)
 
@@ -25,12 +26,20 @@ def files(logdir):
 def test_same_values_give_the_same_bytes(tmp_path):
     write_some(tmp_path / "a")
     write_some(tmp_path / "b")
-    assert list(files(tmp_path / "a")) == [EVENT_FILE]
+    [(name, content)] = files(tmp_path / "a").items()
     assert files(tmp_path / "a") == files(tmp_path / "b")
-    events = list(LegacyEventFileLoader(str(tmp_path / "a" / EVENT_FILE)).Load())
+    assert name == EVENT_FILE_PREFIX + hashlib.sha256(content).hexdigest()[:16]
+    events = list(LegacyEventFileLoader(str(tmp_path / "a" / name)).Load())
     assert all(e.wall_time == 0 for e in events)
     assert [v.simple_value for e in events if e.HasField("summary") for v in e.summary.value
             if v.tag == "loss"] == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_other_values_give_an_event_file_of_another_name(tmp_path):
+    # A running TensorBoard notices a rerun stage's logs only under a new name.
+    write_some(tmp_path / "a")
+    write_some(tmp_path / "b", scale=2.0)
+    assert files(tmp_path / "a").keys().isdisjoint(files(tmp_path / "b").keys())
 
 
 def test_a_failed_stage_leaves_the_previous_logdir_and_no_debris(tmp_path):
