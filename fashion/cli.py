@@ -49,7 +49,7 @@ def stage_command(func):
         signal.signal(signal.SIGTERM, _terminate)
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # cleanup needs the exception
-        if os.environ.get("FASHION_DEBUG"):
+        if os.environ.get("FASHION_DEBUG", "0") not in ("", "0"):
             return func(*args, **kwargs)
         try:
             return func(*args, **kwargs)

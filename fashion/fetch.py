@@ -63,6 +63,11 @@ def parse_sources(text: str | None) -> list[Source]:
                 raise FetchError(f"mirror {item!r} names no host; {SOURCES_HINT}")
             sources.append(Source(item.rstrip("/") + "/", True))
         elif scheme == "file":
+            # file://usr/share/... (two slashes) parses as host "usr": refuse it rather than
+            # look in /share/...
+            if parts.netloc not in ("", "localhost"):
+                raise FetchError(f"mirror {item!r} names a host ({parts.netloc}); a file:// URL "
+                                 "takes an absolute path after three slashes: file:///path")
             sources.append(Source(url2pathname(parts.path), False))
         elif "://" in item:
             raise FetchError(f"mirror {item!r} is not supported; {SOURCES_HINT}")

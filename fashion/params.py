@@ -27,7 +27,7 @@ class Rule:
 DEVICES = ("auto", "cpu", "cuda")
 
 RULES: dict[str, Rule] = {
-    "seed": Rule(int, "an integer >= 0", lambda v: 0 <= v < 2**63,
+    "seed": Rule(int, "an integer from 0 to 2**63 - 1", lambda v: 0 <= v < 2**63,
                  "seeds every random draw: initial weights, batch order, embedding sample"),
     "lr": Rule(float, "a number > 0", lambda v: v > 0, "SGD learning rate"),
     "momentum": Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),

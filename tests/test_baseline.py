@@ -1,9 +1,12 @@
 """The committed baseline: a fresh clone shows it through DVC, and the README quotes it."""
 
+import hashlib
 import json
 import re
 import subprocess
 import sys
+
+from ruamel.yaml import YAML
 
 from fashion import params
 from fashion.data import SHA256
@@ -31,3 +34,21 @@ def test_the_baseline_ran_with_the_committed_params_on_the_real_data():
         assert re.search(rf"^\s+{key}: {values[key]}$", lock, re.M), key
     provenance = json.loads((ROOT / "metrics/provenance/train.json").read_text())
     assert provenance["data_sha256"] == SHA256  # Fashion-MNIST itself, not a test set
+
+
+def test_the_lock_is_current_with_the_committed_code_and_params():
+    # A stale lock makes a fresh clone's `dvc repro` rerun every stage, the fetch included, which
+    # then needs the network.
+    lock = YAML(typ="safe").load((ROOT / "dvc.lock").read_text())
+    values = params.load(ROOT / "params.yaml", tuple(params.RULES))
+    stale = []
+    for name, stage in lock["stages"].items():
+        for dep in stage["deps"]:
+            path = ROOT / dep["path"]
+            if path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() != dep["md5"]:
+                stale.append(f"{name}: {dep['path']}")
+        for key, value in stage.get("params", {}).get("params.yaml", {}).items():
+            if values[key] != value:
+                stale.append(f"{name}: {key}")
+    assert not stale, ("dvc.lock is stale; rerun `dvc repro` on the real data and commit it: "
+                       f"{stale}")

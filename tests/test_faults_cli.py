@@ -165,6 +165,8 @@ def test_fashion_debug_shows_the_traceback(work):
     done = stage("train", work, env=clean_env(FASHION_DEBUG="1"))
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "ParamsError: params.yaml: lr must be" in done.stderr
+    quiet = stage("train", work, env=clean_env(FASHION_DEBUG="0"))
+    assert_failed(quiet, "Error: params.yaml: lr must be")
 
 
 # --- training ------------------------------------------------------------------------------
@@ -319,7 +321,7 @@ def test_evaluate_refuses_a_bad_weights_file_in_one_line(work, write, message):
     write(path)
     done = stage("evaluate", work)
     assert_failed(done, f"Error: models/model.pt {message}",
-                  "restore it with `dvc checkout` or retrain with `dvc repro --force train`")
+                  "restore it with `dvc checkout` or retrain with `dvc repro --force --single-item train`")
     one_line(done)
     assert not (work / "models/code-ran").exists(), "loading the weights ran code"
     assert_absent(work, EVALUATE_OUTPUTS)

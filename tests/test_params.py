@@ -52,7 +52,8 @@ def test_integer_accepted_for_float(tmp_path):
     ("batch_size: 0", "batch_size"), ("batch_size: 4.5", "batch_size"), ("batch_size: true", "batch_size"),
     ("epochs: 0", "epochs"), ("momentum: 1", "momentum"), ("momentum: -0.1", "momentum"),
     ("log_every: 0", "log_every"), ("embedding_samples: 0", "embedding_samples"),
-    ("seed: -1", "seed"), ("seed: 1.5", "seed"), ("device: tpu", "device"), ("lr: null", "lr"),
+    ("seed: -1", "seed"), ("seed: 1.5", "seed"), ("seed: 9223372036854775808", "seed"),
+    ("device: tpu", "device"), ("lr: null", "lr"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, text, key):
     with pytest.raises(ParamsError, match=rf"{key} must be {re.escape(params.RULES[key].allowed)}"):
