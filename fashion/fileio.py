@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from fashion.errors import FashionError
+
 
 def _read_umask() -> int:
     umask = os.umask(0)  # the only way to read it; done once, at import, before any thread starts
@@ -53,10 +55,23 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
+def _refuse_to_replace_a_holder(path: Path) -> None:
+    """Replacing a directory deletes the previous one: never the working directory, this package,
+    or a directory above either (`--logdir $PWD` would move a whole project away)."""
+    absolute = Path(os.path.abspath(path))  # ".." resolved by name, a final symlink not followed
+    target = absolute.parent.resolve() / absolute.name if absolute.name else absolute
+    for held, what in ((Path.cwd().resolve(), "the working directory"),
+                       (Path(__file__).resolve().parent, "this project's code")):
+        if target == held or target in held.parents:
+            raise FashionError(f"refusing to replace {path}: it holds {what}; give the output a "
+                               "directory of its own")
+
+
 @contextlib.contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty directory beside `path`; on success it replaces `path`, on failure it goes."""
     path = Path(path)
+    _refuse_to_replace_a_holder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _clear_leftovers(path)
     # One hidden directory holds the new output and, during the swap, the previous one: an

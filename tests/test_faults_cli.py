@@ -24,7 +24,7 @@ from fashion import fetch, model
 from fashion.training import FIGURE_TAG
 from tests.conftest import ROOT, make_dry_run, write_params
 from tests.events import summaries
-from tests.faults import assert_failed, assert_no_leftovers, clean_env, outputs
+from tests.faults import assert_failed, assert_no_leftovers, clean_env, outputs, snapshot
 
 pytestmark = pytest.mark.timeout(120)
 TRAIN_OUTPUTS = ("models/model.pt", "metrics/train.json", "metrics/provenance/train.json",
@@ -167,6 +167,14 @@ def test_fashion_debug_shows_the_traceback(work):
     assert "Traceback" in done.stderr and "ParamsError: params.yaml: lr must be" in done.stderr
     quiet = stage("train", work, env=clean_env(FASHION_DEBUG="0"))
     assert_failed(quiet, "Error: params.yaml: lr must be")
+
+
+def test_a_logdir_holding_the_working_directory_is_refused_and_nothing_moves(work):
+    before = snapshot(work)
+    done = stage("visualize", work, "--logdir", str(work))
+    assert_failed(done, f"Error: refusing to replace {work}: it holds the working directory; "
+                        "give the output a directory of its own")
+    assert snapshot(work) == before
 
 
 # --- training ------------------------------------------------------------------------------

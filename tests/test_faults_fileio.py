@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from fashion import fileio
+from fashion.errors import FashionError
 from tests.faults import assert_no_leftovers, snapshot
 
 
@@ -82,3 +83,30 @@ def test_outputs_get_the_mode_of_any_file_the_user_creates(tmp_path):
     mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
     assert mode("metrics.json") == mode("reference")
     assert mode("runs") == mode("reference-dir")
+
+
+@pytest.mark.parametrize("given", [".", "..", "{cwd}", "{cwd}/sub/..", "/", "{code}", "{code}/.."])
+def test_a_directory_holding_the_working_directory_or_the_code_is_never_replaced(
+        tmp_path, monkeypatch, given):
+    work, code = tmp_path / "project", tmp_path / "checkout/fashion"
+    for directory in (work, code):
+        directory.mkdir(parents=True)
+        (directory / "precious").write_bytes(b"keep")
+    monkeypatch.chdir(work)
+    # Where fileio takes the package to be: a stand-in, so that a broken check replaces no code.
+    monkeypatch.setattr(fileio, "__file__", str(code / "fileio.py"))
+    before = snapshot(tmp_path)
+    with pytest.raises(FashionError, match=r"refusing to replace .*: it holds (the working "
+                                           r"directory|this project's code); give the output"):
+        with fileio.staged_dir(given.format(cwd=work, code=code)) as staging:
+            (staging / "events").write_bytes(b"new run")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_symlink_to_the_working_directory_is_replaced_not_followed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logs").symlink_to(tmp_path)
+    with fileio.staged_dir("logs") as staging:
+        (staging / "events").write_bytes(b"new run")
+    assert not (tmp_path / "logs").is_symlink()
+    assert (tmp_path / "logs/events").read_bytes() == b"new run"
