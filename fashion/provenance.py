@@ -11,7 +11,7 @@ import torch
 from fashion import determinism
 from fashion.data import MANIFEST, read_checksums
 
-CODE = ("fashion", "scripts", "dvc.yaml")
+CODE = ("fashion", "scripts", "dvc.yaml", "requirements.txt")  # what the stages depend on
 
 
 def _git(*args: str) -> str | None:
