@@ -42,9 +42,12 @@ def list_experiments(repo: Path) -> list[Experiment]:
         base = _params(row)
         found.append(Experiment(row["rev"], f"{row.get('name') or row['rev'][:7]} (baseline)"))
         for group in row.get("experiments") or []:
+            # A queued, running or failed experiment has no results of its own: its commit
+            # holds the baseline's dvc.lock, and so would show the baseline's logs under its name.
+            # A finished one has no executor, or one in state "success".
+            if (group.get("executor") or {}).get("state", "success") != "success":
+                continue
             for revision in group.get("revs") or []:
-                if (revision.get("data") or {}).get("status", "Success") != "Success":
-                    continue  # queued, running or failed: no logs yet
                 params = _params(revision)
                 changed = " ".join(f"{k}={v}" for k, v in params.items() if base.get(k) != v)
                 name = revision.get("name") or revision["rev"][:7]
@@ -52,21 +55,29 @@ def list_experiments(repo: Path) -> list[Experiment]:
     return found
 
 
-def gather(repo: Path, out: Path) -> list[str]:
-    """Copy each experiment's runs/<stage> into out/<label>/<stage>; return the labels copied."""
-    from dvc.api import DVCFileSystem  # imported here: it takes a second, and only this needs it
+def gather(repo: Path, out: Path) -> tuple[list[str], list[str]]:
+    """Copy each experiment's runs/<stage> into out/<label>/<stage>. Return the labels copied and
+    those of experiments whose logs are not in the local DVC cache (a fresh clone, `dvc gc`)."""
+    # Imported here: DVC takes a second to import, and only this needs it.
+    from dvc.api import DVCFileSystem
+    from dvc_data.index import DataIndexError
 
     found = list_experiments(repo)
     out.mkdir(parents=True, exist_ok=True)
-    copied = []
+    copied, uncached = [], []
     for experiment in found:
         fs = DVCFileSystem(str(repo), rev=experiment.rev)
-        present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]
+        present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]  # answered by dvc.lock
         if not present:
             continue  # a commit without pipeline results
         target = out / experiment.label.replace("/", "_")
         shutil.rmtree(target, ignore_errors=True)
-        for logdir in present:
-            fs.get(logdir, str(target / Path(logdir).name), recursive=True)
+        try:
+            for logdir in present:
+                fs.get(logdir, str(target / Path(logdir).name), recursive=True)
+        except (DataIndexError, FileNotFoundError):
+            shutil.rmtree(target, ignore_errors=True)
+            uncached.append(experiment.label)
+            continue
         copied.append(target.name)
-    return copied
+    return copied, uncached

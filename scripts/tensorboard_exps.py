@@ -38,9 +38,16 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
         raise FashionError(f"--out {out} is not empty; name a new directory or empty it first")
     with tempfile.TemporaryDirectory(prefix="fashion-exps-") as tmp:
         logdir = out or Path(tmp)
-        labels = experiments.gather(repo.resolve(), logdir)
+        labels, uncached = experiments.gather(repo.resolve(), logdir)
+        if not labels and uncached:
+            raise FashionError("no experiment's TensorBoard logs are in the DVC cache: run `dvc "
+                               "pull` (a fresh clone), or `dvc repro`")
         if not labels:
             raise FashionError("no experiment has TensorBoard logs yet: run `dvc exp run` first")
+        if uncached:
+            click.echo("Warning: logs not in the DVC cache, left out (`dvc pull`, or `dvc exp pull "
+                       "REMOTE NAME` for an experiment, brings them): " + ", ".join(uncached),
+                       err=True)
         click.echo("runs: " + ", ".join(labels), err=True)
         if not no_serve:
             try:

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from tests.conftest import ROOT, dvc, git
+from tests.faults import assert_failed
 from tests.test_reproduction import snapshot
 from tests.test_tensorboard_server import get, serve, stop, wait_for
 
@@ -120,3 +122,43 @@ def test_tensorboard_failing_to_start_fails_the_command(with_experiments, env, t
     assert "already in use" in done.stderr
     assert done.stderr.strip().splitlines()[-1] == ("Error: TensorBoard stopped with exit status "
                                                     "255, for the reason above")
+
+
+def gather_runs(repo, env, out) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--repo",
+                           str(repo), "--no-serve", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+GATHERED = ["main (baseline)", "other-seed (seed=1 batch_size=8)", "slow (lr=0.01)"]
+
+
+def test_a_queued_experiment_is_left_out_not_shown_with_the_baseline_s_logs(with_experiments,
+                                                                           env, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(with_experiments, repo, symlinks=True)
+    dvc(repo, env, "exp", "run", "--queue", "--name", "waiting", "-S", "lr=0.05")
+    done = gather_runs(repo, env, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == GATHERED
+
+
+def test_experiments_whose_logs_are_not_cached_are_left_out_with_a_warning(with_experiments, env,
+                                                                           tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(with_experiments, repo, symlinks=True)
+    # What a fresh clone or `dvc gc` leaves: the lock names a logdir the cache does not hold.
+    lock = YAML(typ="safe").load(git(repo, "show", f"{experiments(repo, env)['slow']['rev']}:dvc.lock"))
+    [md5] = [out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == "runs/train"]
+    (repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).unlink()
+    done = gather_runs(repo, env, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "Warning: logs not in the DVC cache, left out" in done.stderr
+    assert done.stderr.splitlines()[0].endswith(": slow (lr=0.01)")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        name for name in GATHERED if not name.startswith("slow")]
+
+    shutil.rmtree(repo / ".dvc/cache")
+    done = gather_runs(repo, env, tmp_path / "out-none")
+    assert_failed(done, "Error: no experiment's TensorBoard logs are in the DVC cache: run `dvc "
+                        "pull`")
