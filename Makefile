@@ -33,7 +33,7 @@ repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a loca
 	dvc repro
 
 tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set LOGDIR, HOST, PORT to change)
-	tensorboard --logdir $(LOGDIR) --host $(HOST) --port $(PORT) $(TENSORBOARD_FLAGS)
+	tensorboard --logdir "$(LOGDIR)" --host $(HOST) --port $(PORT) $(TENSORBOARD_FLAGS)
 
 tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run per experiment
 	python scripts/tensorboard_exps.py --host $(HOST) --port $(PORT) -- $(TENSORBOARD_FLAGS)

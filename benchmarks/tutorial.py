@@ -1,7 +1,8 @@
 """The PyTorch tutorial "Visualizing models, data and training with TensorBoard", as written.
 
 The reference side of `make bench`. Changes from the tutorial, all needed to run it here: the data
-root, logdir, device and epoch/batch/log settings are arguments; `dataiter.next()` is
+root, logdir, device and the hyperparameters (epochs, batch size, learning rate, momentum, log
+interval, embedding size; the tutorial's values by default) are arguments; `dataiter.next()` is
 `next(dataiter)`; tensors go to the device and back with `.cpu()` before `.numpy()`; a test accuracy
 (which the tutorial never reports) and phase timings are printed as one JSON line at the end.
 Everything else, per-sample PIL transforms and the DataLoader included, is the tutorial's.
@@ -30,7 +31,10 @@ parser.add_argument("--logdir", required=True)
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--epochs", type=int, default=1)
 parser.add_argument("--batch-size", type=int, default=4)
+parser.add_argument("--lr", type=float, default=0.001)
+parser.add_argument("--momentum", type=float, default=0.9)
 parser.add_argument("--log-every", type=int, default=1000)
+parser.add_argument("--embedding-samples", type=int, default=100)
 args = parser.parse_args()
 device = torch.device(args.device)
 phases = {}
@@ -80,7 +84,7 @@ class Net(nn.Module):
 
 net = Net().to(device)
 criterion = nn.CrossEntropyLoss()
-optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+optimizer = optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
 writer = SummaryWriter(args.logdir)
 
 # 2. Writing to TensorBoard; 3. Inspect the model; 4. Adding a projector
@@ -98,7 +102,7 @@ def select_n_random(data, labels, n=100):
     return data[perm][:n], labels[perm][:n]
 
 
-images, labels = select_n_random(trainset.data, trainset.targets)
+images, labels = select_n_random(trainset.data, trainset.targets, args.embedding_samples)
 class_labels = [classes[lab] for lab in labels]
 features = images.view(-1, 28 * 28)
 writer.add_embedding(features, metadata=class_labels, label_img=images.unsqueeze(1))
@@ -174,4 +178,6 @@ for i in range(len(classes)):
     add_pr_curve_tensorboard(i, test_probs, test_label)
 phases["evaluate"] = time.perf_counter() - start
 accuracy = (test_probs.argmax(1).cpu() == test_label).double().mean().item()
-print(json.dumps({"phases": phases, "steps": steps, "accuracy": accuracy}))
+print(json.dumps({"phases": phases, "steps": steps, "accuracy": accuracy,
+                  "hyperparameters": {k: vars(args)[k] for k in (
+                      "epochs", "batch_size", "lr", "momentum", "log_every", "embedding_samples")}}))

@@ -227,6 +227,6 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     fileio.write_json(provenance_path, provenance.record(device, params, data_dir))
     per_second = result.steps / seconds  # under 1 for a huge batch: not to be shown as 0
     rate = f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
-    click.echo(f"trained {result.steps} steps in {seconds:.1f} s ({rate} steps/s) on {device}",
+    click.echo(f"trained {result.steps} steps in {seconds:.2f} s ({rate} steps/s) on {device}",
                err=True)
     return result

@@ -5,18 +5,25 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_params
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "scripts/bench.py", "--quick", "--json", str(out)],
+    # Not the defaults, which the tutorial also has: both sides must run at the file's values.
+    write_params(tmp_path, lr=0.01, momentum=0.8, embedding_samples=30)
+    done = subprocess.run([sys.executable, "scripts/bench.py", "--quick", "--json", str(out),
+                           "--params", str(tmp_path / "params.yaml")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     assert results["tutorial"]["steps"] == results["ours"]["train"]["steps"] == 300
+    assert results["tutorial"]["hyperparameters"] == {
+        "epochs": 1, "batch_size": 4, "lr": 0.01, "momentum": 0.8, "log_every": 100,
+        "embedding_samples": 30}
+    assert results["params"]["lr"] == 0.01 and results["params"]["embedding_samples"] == 30
     for stage in ("visualize", "train", "evaluate"):
         assert results["ours"][stage]["wall"] > 0 and results["ours"][stage]["peak_rss_mb"] > 0
     assert 0 <= results["ours"]["accuracy"] <= 1 and 0 <= results["tutorial"]["accuracy"] <= 1
