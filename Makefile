@@ -111,8 +111,8 @@ docker-repro: ## Run dvc repro in the image on this checkout, with the GPU when 
 docker-test: ## Run the test suite in the image on this checkout, as your uid (PYTEST_ARGS)
 	$(DOCKER_RUN) $(IMAGE) python -m pytest $(PYTEST_ARGS)
 
-docker-tensorboard: ## Serve runs/ with TensorBoard from the image on 127.0.0.1:6006 (set PORT)
-	@echo "TensorBoard on http://127.0.0.1:$(PORT) (it binds 0.0.0.0:6006 inside the container); Ctrl-C stops it"
-	$(DOCKER_RUN) -p 127.0.0.1:$(PORT):6006 $(IMAGE) tensorboard --logdir runs --host 0.0.0.0 --port 6006 \
-		$(TENSORBOARD_FLAGS)
+docker-tensorboard: ## Serve runs/ with TensorBoard from the image on 127.0.0.1:6006 (set HOST, PORT, LOGDIR in the checkout)
+	@echo "TensorBoard on http://$(HOST):$(PORT) (it binds 0.0.0.0:6006 inside the container); Ctrl-C stops it"
+	$(DOCKER_RUN) -p "$(HOST):$(PORT):6006" $(IMAGE) tensorboard --logdir "$(LOGDIR)" --host 0.0.0.0 \
+		--port 6006 $(TENSORBOARD_FLAGS)
 # ---- end of Docker ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Show every DVC experiment's TensorBoard logs together (`make tensorboard-exps`)."""
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -10,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
 
-from fashion import cli, experiments
+from fashion import cli, experiments, fileio
 from fashion.errors import FashionError
 
 
@@ -38,12 +39,15 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
         raise FashionError(f"--out {out} is not empty; name a new directory or empty it first")
     with tempfile.TemporaryDirectory(prefix="fashion-exps-") as tmp:
         logdir = out or Path(tmp)
-        labels, uncached = experiments.gather(repo.resolve(), logdir)
-        if not labels and uncached:
-            raise FashionError("no experiment's TensorBoard logs are in the DVC cache: run `dvc "
-                               "pull` (a fresh clone), or `dvc repro`")
-        if not labels:
-            raise FashionError("no experiment has TensorBoard logs yet: run `dvc exp run` first")
+        # --out appears only once complete: an interrupted or failed gathering leaves nothing.
+        with fileio.staged_dir(out) if out else contextlib.nullcontext(logdir) as staging:
+            labels, uncached = experiments.gather(repo.resolve(), staging)
+            if not labels and uncached:
+                raise FashionError("no experiment's TensorBoard logs are in the DVC cache: run "
+                                   "`dvc pull` (a fresh clone), or `dvc repro`")
+            if not labels:
+                raise FashionError("no experiment has TensorBoard logs yet: run `dvc exp run` "
+                                   "first")
         if uncached:
             click.echo("Warning: logs not in the DVC cache, left out (`dvc pull`, or `dvc exp pull "
                        "REMOTE NAME` for an experiment, brings them): " + ", ".join(uncached),

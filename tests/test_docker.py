@@ -94,6 +94,9 @@ def test_make_docker_test_and_tensorboard_commands(tmp_path):
     assert argv[argv.index("some-image"):] == ["some-image", "tensorboard", "--logdir", "runs",
                                                "--host", "0.0.0.0", "--port", "6006",
                                                "--samples_per_plugin", "images=1000"]
+    argv = dry_run("docker-tensorboard", IMAGE="some-image", HOST="0.0.0.0", LOGDIR="runs/train")
+    assert options(argv, "-p") == ["0.0.0.0:6006:6006"]
+    assert argv[argv.index("--logdir") + 1] == "runs/train"
 
 
 # ---- with a container runtime -------------------------------------------------------------------

@@ -162,3 +162,4 @@ def test_experiments_whose_logs_are_not_cached_are_left_out_with_a_warning(with_
     done = gather_runs(repo, env, tmp_path / "out-none")
     assert_failed(done, "Error: no experiment's TensorBoard logs are in the DVC cache: run `dvc "
                         "pull`")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "repo"]  # no out-none, no debris
