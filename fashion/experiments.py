@@ -62,16 +62,14 @@ def gather(repo: Path, out: Path) -> tuple[list[str], list[str]]:
     from dvc.api import DVCFileSystem
     from dvc_data.index import DataIndexError
 
-    found = list_experiments(repo)
     out.mkdir(parents=True, exist_ok=True)
     copied, uncached = [], []
-    for experiment in found:
+    for experiment in list_experiments(repo):
         fs = DVCFileSystem(str(repo), rev=experiment.rev)
         present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]  # answered by dvc.lock
         if not present:
             continue  # a commit without pipeline results
         target = out / experiment.label.replace("/", "_")
-        shutil.rmtree(target, ignore_errors=True)
         try:
             for logdir in present:
                 fs.get(logdir, str(target / Path(logdir).name), recursive=True)

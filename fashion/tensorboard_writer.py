@@ -50,8 +50,9 @@ def canonicalize(logdir: Path) -> None:
         writer = RecordWriter(records)
         for event in events:
             writer.write(event.SerializeToString(deterministic=True))
-        digest = hashlib.sha256(records.getvalue()).hexdigest()[:16]
-        (directory / f"{EVENT_FILE_PREFIX}{digest}").write_bytes(records.getvalue())
+        content = records.getvalue()
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        (directory / f"{EVENT_FILE_PREFIX}{digest}").write_bytes(content)
 
 
 @contextlib.contextmanager

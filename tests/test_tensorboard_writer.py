@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_file_loader import LegacyEventFi
 
 from fashion.tensorboard_writer import EVENT_FILE_PREFIX, run_writer
 from tests.conftest import ROOT
+from tests.faults import snapshot
 
 
 def write_some(logdir, scale=1.0):
@@ -19,15 +20,11 @@ def write_some(logdir, scale=1.0):
         writer.add_pr_curve("class", torch.tensor([1, 0, 1]), torch.tensor([0.9, 0.4, 0.3]), 0)
 
 
-def files(logdir):
-    return {str(p.relative_to(logdir)): p.read_bytes() for p in sorted(logdir.rglob("*")) if p.is_file()}
-
-
 def test_same_values_give_the_same_bytes(tmp_path):
     write_some(tmp_path / "a")
     write_some(tmp_path / "b")
-    [(name, content)] = files(tmp_path / "a").items()
-    assert files(tmp_path / "a") == files(tmp_path / "b")
+    [(name, content)] = snapshot(tmp_path / "a").items()
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
     assert name == EVENT_FILE_PREFIX + hashlib.sha256(content).hexdigest()[:16]
     events = list(LegacyEventFileLoader(str(tmp_path / "a" / name)).Load())
     assert all(e.wall_time == 0 for e in events)
@@ -39,17 +36,17 @@ def test_other_values_give_an_event_file_of_another_name(tmp_path):
     # A running TensorBoard notices a rerun stage's logs only under a new name.
     write_some(tmp_path / "a")
     write_some(tmp_path / "b", scale=2.0)
-    assert files(tmp_path / "a").keys().isdisjoint(files(tmp_path / "b").keys())
+    assert snapshot(tmp_path / "a").keys().isdisjoint(snapshot(tmp_path / "b").keys())
 
 
 def test_a_failed_stage_leaves_the_previous_logdir_and_no_debris(tmp_path):
     write_some(tmp_path / "logs")
-    before = files(tmp_path / "logs")
+    before = snapshot(tmp_path / "logs")
     with pytest.raises(RuntimeError):
         with run_writer(tmp_path / "logs") as writer:
             writer.add_scalar("loss", 5.0, 0)
             raise RuntimeError("stage failed")
-    assert files(tmp_path / "logs") == before
+    assert snapshot(tmp_path / "logs") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
 
 
@@ -67,4 +64,4 @@ def test_graph_bytes_do_not_depend_on_the_process(tmp_path):
     for seed in ("1", "2", "3"):
         subprocess.run([sys.executable, "-c", GRAPH_SCRIPT, str(tmp_path / seed)], cwd=ROOT,
                        check=True, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
-    assert files(tmp_path / "1") == files(tmp_path / "2") == files(tmp_path / "3")
+    assert snapshot(tmp_path / "1") == snapshot(tmp_path / "2") == snapshot(tmp_path / "3")
