@@ -4,6 +4,7 @@
 2. The benchmark on CUDA: the tutorial moved to the GPU against the stages (scripts/bench.py).
 3. Reproduction: the train stage twice, weights, metrics and logs compared byte for byte.
 4. The cost of a training step on the real data: eager CUDA against the CUDA graph, same bits.
+5. Start-up: a fresh process importing torch and creating its CUDA context, three times.
 
 A check that fails is reported in the table and the others still run. Needs the fetched data in
 data/fashion-mnist, the packages of requirements.txt except dvc, and pytest. `--device cpu --quick` runs
@@ -140,6 +141,19 @@ def reproduction(device: str, data_dir: Path, quick: bool, out_dir: Path, state:
                     f"{metrics['loss']:.4f} / {metrics['accuracy']:.4f}")]
 
 
+def startup(device: str, **_) -> list[tuple[str, str]]:
+    """What every stage pays before its work: the train stage's floor on a fast GPU."""
+    code = "import torch" + ("; torch.zeros(1, device='cuda'); torch.cuda.synchronize()"
+                             if device == "cuda" else "")
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+        seconds.append(time.perf_counter() - start)
+    what = "import torch" + (" + CUDA context" if device == "cuda" else "")
+    return [(f"fresh process: {what}, s", " / ".join(f"{s:.2f}" for s in seconds))]
+
+
 @click.command()
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True)
 @click.option("--data", "data_dir", default="data/fashion-mnist", show_default=True,
@@ -159,7 +173,7 @@ def main(device, data_dir, out_dir, quick):
             checked([sys.executable, ROOT / "scripts/fetch.py", "--out", data_dir, "--mirror",
                      work / "mirror", "--checksums", checksums], timeout=60)
         rows, state = [], {}
-        for check in (cuda_tests, benchmark, reproduction, step_cost):
+        for check in (cuda_tests, benchmark, reproduction, step_cost, startup):
             click.echo(f"\n== {check.__name__} ==", err=True)
             start = time.perf_counter()
             try:

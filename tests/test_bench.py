@@ -41,3 +41,21 @@ def test_cuda_without_a_gpu_is_one_line_before_any_work(env):
     assert done.stderr.strip().splitlines()[-1] == (
         f"Error: --device cuda, but PyTorch {torch.__version__} sees no CUDA GPU here; "
         "leave --device out to benchmark on the CPU")
+
+
+def test_gpu_check_runs_every_check_on_the_cpu(tmp_path, env):
+    # The GPU check is run where a GPU is lent, rarely and briefly: this keeps it working.
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick",
+                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = done.stdout[done.stdout.index("| check | value |"):]
+    assert "FAILED" not in table and "| NO |" not in table
+    for name in ("model", "metrics", "losses", "logdir"):
+        assert f"| two train runs: identical {name} | yes |" in table
+    for row in ("| speed-up, training loop |", "| train step, eager, ms (incl. capture) |",
+                "| fresh process: import torch, s |"):
+        assert row in table
+    runs = json.loads((tmp_path / "reproduction-cpu.json").read_text())
+    assert len(runs) == 2 and runs[0] == runs[1]
+    assert json.loads((tmp_path / "bench-cpu.json").read_text())["ours"]["train"]["steps"] == 300
