@@ -10,11 +10,12 @@ once the input is fixed `dvc repro` restores them from the run-cache instead of 
 
 import hashlib
 import json
+import re
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import dvc, git, make_repo, write_params
+from tests.conftest import ROOT, dvc, git, make_repo, run, write_params
 from tests.faults import assert_no_leftovers, outputs
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -84,3 +85,22 @@ def test_a_failing_stage_keeps_the_cache_and_fixing_the_input_restores_without_r
     assert git(repo, "status", "--porcelain") == ""
     assert outputs(repo, TRAIN_OUTS) == good
     assert_cache_intact(repo)
+
+
+def test_the_readme_s_recipe_returns_to_the_commit_after_a_refused_experiment(tmp_path, env):
+    recipe = re.search(r"return to the last commit's with:\n\n```sh\n(.*?)```",
+                       (ROOT / "README.md").read_text(), re.DOTALL)[1]
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    committed = {name: (repo / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+
+    # A value of the same length, refused at once: the case in which git loses sight of the edit.
+    failed = dvc(repo, env, "exp", "run", "-S", "batch_size=0", check=False)
+    assert failed.returncode != 0 and "batch_size must be an integer >= 1, got 0" in failed.stderr
+    assert b"batch_size: 0" in (repo / "params.yaml").read_bytes()
+
+    run(["bash", "-euo", "pipefail", "-c", recipe], repo, env)
+    assert {name: (repo / name).read_bytes() for name in committed} == committed
+    assert git(repo, "status", "--porcelain") == ""
+    assert json.loads(dvc(repo, env, "status", "--json").stdout) == {}
