@@ -10,7 +10,7 @@ DOCKER ?= docker
 IMAGE ?= fashion-mnist-dvc
 PYTEST_ARGS ?=
 
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help

@@ -3,6 +3,7 @@
 from __future__ import annotations  # torch appears in annotations without being imported
 
 import hashlib
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,8 +110,10 @@ def parse_idx(data: bytes, source: str) -> np.ndarray:
         raise DataError(f"{source} is not an IDX file of unsigned bytes")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{source}: {len(data)} bytes, too few for the header of an IDX file")
     shape = tuple(int(d) for d in np.frombuffer(data, ">i4", ndim, 4))
-    if len(data) != header + int(np.prod(shape)):
+    if min(shape) < 0 or len(data) != header + math.prod(shape):
         raise DataError(f"{source}: {len(data)} bytes do not fit the shape {shape} in its header")
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 

@@ -14,7 +14,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import click
@@ -61,7 +61,9 @@ def parse_sources(text: str | None) -> list[Source]:
         if scheme in ("http", "https"):
             if not parts.hostname:
                 raise FetchError(f"mirror {item!r} names no host; {SOURCES_HINT}")
-            sources.append(Source(item.rstrip("/") + "/", True))
+            # A space or a non-ASCII letter in the path is sent percent-encoded, as a browser would.
+            path = quote(parts.path.rstrip("/") + "/", safe="/%:@!$&'()*+,;=~")
+            sources.append(Source(urlunsplit(parts._replace(path=path)), True))
         elif scheme == "file":
             # file://usr/share/... (two slashes) parses as host "usr": refuse it rather than
             # look in /share/...
@@ -117,6 +119,8 @@ def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
     try:
         response = _opener.open(urllib.request.Request(url, headers={"User-Agent": "fashion-fetch"}),
                                 timeout=timeout)
+    except ValueError as exc:  # a URL http.client cannot send; UnicodeError for a non-ASCII host
+        raise _Rejected(f"not a URL that can be requested ({exc})") from None
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:
             raise _Transient(f"HTTP {exc.code}") from None
@@ -178,18 +182,26 @@ def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes
 
 
 def _gunzip(raw: bytes, max_bytes: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=31)  # 31: gzip container
-    try:
-        content = inflater.decompress(raw, max_bytes + 1)
-    except zlib.error:
-        # A proxy, captive portal or wrong URL typically answers with an HTML page.
-        page = "; an HTML page: is the URL right?" if raw.lstrip()[:1] == b"<" else ""
-        raise _Rejected(f"not gzip data (it starts with {raw[:24]!r}){page}") from None
-    if len(content) > max_bytes:
-        raise _Rejected(f"decompresses to more than the limit of {max_bytes} bytes")
-    if not inflater.eof:
-        raise _Rejected("truncated gzip data")
-    return content
+    """The content of a gzip file: one member, or several as bgzip and `cat a.gz b.gz` write,
+    which gzip reads as one file. Zero bytes after the last member are padding, as for gzip."""
+    content, rest = b"", raw
+    while True:
+        inflater = zlib.decompressobj(wbits=31)  # 31: gzip container
+        try:
+            content += inflater.decompress(rest, max_bytes + 1 - len(content))
+        except zlib.error:
+            if rest is not raw:
+                raise _Rejected("data after the gzip data is not gzip") from None
+            # A proxy, captive portal or wrong URL typically answers with an HTML page.
+            page = "; an HTML page: is the URL right?" if raw.lstrip()[:1] == b"<" else ""
+            raise _Rejected(f"not gzip data (it starts with {raw[:24]!r}){page}") from None
+        if len(content) > max_bytes:
+            raise _Rejected(f"decompresses to more than the limit of {max_bytes} bytes")
+        if not inflater.eof:
+            raise _Rejected("truncated gzip data")
+        rest = inflater.unused_data
+        if not rest.strip(b"\0"):
+            return content
 
 
 def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float, retries: int,

@@ -25,18 +25,23 @@ class Rule:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+COUNT = "an integer from 1 to 2**63 - 1"  # a count that PyTorch's int64 holds
+
+
+def _count(value: int) -> bool:
+    return 1 <= value < 2**63
+
 
 RULES: dict[str, Rule] = {
     "seed": Rule(int, "an integer from 0 to 2**63 - 1", lambda v: 0 <= v < 2**63,
                  "seeds every random draw: initial weights, batch order, embedding sample"),
     "lr": Rule(float, "a number > 0", lambda v: v > 0, "SGD learning rate"),
     "momentum": Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
-    "batch_size": Rule(int, "an integer >= 1", lambda v: v >= 1, "training mini-batch size"),
-    "epochs": Rule(int, "an integer >= 1", lambda v: v >= 1, "passes over the training set"),
-    "log_every": Rule(int, "an integer >= 1", lambda v: v >= 1,
+    "batch_size": Rule(int, COUNT, _count, "training mini-batch size"),
+    "epochs": Rule(int, COUNT, _count, "passes over the training set"),
+    "log_every": Rule(int, COUNT, _count,
                       "mini-batches between TensorBoard loss scalars and prediction figures"),
-    "embedding_samples": Rule(int, "an integer >= 1", lambda v: v >= 1,
-                              "training images shown in the embedding projector"),
+    "embedding_samples": Rule(int, COUNT, _count, "training images shown in the embedding projector"),
     "device": Rule(str, "one of " + ", ".join(DEVICES), lambda v: v in DEVICES,
                    "auto picks CUDA when PyTorch sees a GPU, else the CPU"),
 }
@@ -52,7 +57,10 @@ def _typed(key: str, value: Any) -> Any:
     if isinstance(value, bool):
         return None
     if kind is float and isinstance(value, int):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer literal beyond a double's range
+            return None
     if kind is float and isinstance(value, float) and not math.isfinite(value):
         return None  # YAML's .inf and .nan: no setting means them, and .inf would pass `> 0`
     return value if isinstance(value, kind) else None

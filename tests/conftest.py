@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic dataset, and copies of the project as real git + DVC repos."""
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion import params, synthetic
+from fashion import data, params, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone needs to run the pipeline; outputs and the committed baseline stay behind.
@@ -56,6 +57,18 @@ def dataset(tmp_path_factory) -> tuple[Path, Path]:
     """(mirror directory of .gz files, checksum file) of a synthetic dataset."""
     mirror = tmp_path_factory.mktemp("mirror")
     return mirror, synthetic.write(mirror)
+
+
+@pytest.fixture
+def data_dir(tmp_path, dataset):
+    """A data directory as fetch leaves it: decompressed files and SHA256SUMS."""
+    mirror, checksums = dataset
+    out = tmp_path / "data"
+    out.mkdir()
+    for name in data.SHA256:
+        (out / name).write_bytes(gzip.decompress((mirror / f"{name}.gz").read_bytes()))
+    (out / data.MANIFEST).write_text(checksums.read_text())
+    return out
 
 
 @pytest.fixture(scope="session")

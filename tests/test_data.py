@@ -1,23 +1,9 @@
-import gzip
-
 import numpy as np
 import pytest
 import torch
 
 from fashion import data, synthetic
 from fashion.errors import DataError
-
-
-@pytest.fixture
-def data_dir(tmp_path, dataset):
-    """A data directory as fetch leaves it: decompressed files and SHA256SUMS."""
-    mirror, checksums = dataset
-    out = tmp_path / "data"
-    out.mkdir()
-    for name in data.SHA256:
-        (out / name).write_bytes(gzip.decompress((mirror / f"{name}.gz").read_bytes()))
-    (out / data.MANIFEST).write_text(checksums.read_text())
-    return out
 
 
 def test_load_split_shapes_and_types(data_dir):
@@ -57,6 +43,12 @@ def test_parse_idx_checks_magic_and_size():
         data.parse_idx(b"<html>" + encoded, "x")
     with pytest.raises(DataError, match="do not fit the shape"):
         data.parse_idx(encoded[:-1], "x")
+    # Malformed headers: cut short, and a negative size whose product still fits the length.
+    with pytest.raises(DataError, match="too few for the header"):
+        data.parse_idx(b"\x00\x00\x08\x03\x00\x00\x00\x01", "x")
+    with pytest.raises(DataError, match="do not fit the shape"):
+        data.parse_idx(b"\x00\x00\x08\x02" + (-1).to_bytes(4, "big", signed=True)
+                       + (-2).to_bytes(4, "big", signed=True) + b"\x00\x00", "x")
 
 
 def test_parse_checksums_rejects_malformed_lines():

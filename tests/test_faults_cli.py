@@ -110,10 +110,10 @@ def test_a_damaged_checksum_manifest_is_one_line(work):
     ({"lr": "abc"}, "lr must be a number > 0, got 'abc'"),
     ({"lr": 0}, "lr must be a number > 0, got 0"),
     ({"lr": ".inf"}, "lr must be a number > 0, got inf"),
-    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
-    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be an integer from 1 to 2**63 - 1, got 0"),
+    ({"epochs": 0}, "epochs must be an integer from 1 to 2**63 - 1, got 0"),
     ({"momentum": 1}, "momentum must be a number in [0, 1), got 1"),
-    ({"log_every": 0}, "log_every must be an integer >= 1, got 0"),
+    ({"log_every": 0}, "log_every must be an integer from 1 to 2**63 - 1, got 0"),
     ({"learning_rate": 0.01}, "unknown key 'learning_rate'; did you mean 'lr'?"),
 ], ids=["lr-abc", "lr-0", "lr-inf", "batch_size-0", "epochs-0", "momentum-1", "log_every-0",
         "unknown-key"])

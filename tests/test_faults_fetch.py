@@ -5,6 +5,7 @@ Every failure must end in one clear message and exit 1, with no traceback, and l
 directory the next stage reads either absent or exactly as it was.
 """
 
+import gzip
 import signal
 import subprocess
 import sys
@@ -236,6 +237,12 @@ def test_a_redirect_away_from_http_is_refused(tmp_path, dataset, good, location,
     assert f"{sly.url}{name}: " in done.stderr and reason.format(name=name) in done.stderr
 
 
+def test_a_mirror_path_with_spaces_and_non_ascii_letters_is_percent_encoded(tmp_path, dataset,
+                                                                             good):
+    mirror, checksums = dataset
+    assert_fetched(fetch(tmp_path, checksums, good.url + "Fashion MNIST/dätä"), tmp_path, checksums)
+
+
 def test_a_redirect_to_another_http_mirror_is_followed(tmp_path, dataset, good):
     mirror, checksums = dataset
     with fs.Mirror(mirror, {"*": fs.redirect(good.url + "{name}")}) as moved:
@@ -254,6 +261,30 @@ def test_file_urls_directories_and_the_environment_variables_work(tmp_path, data
     done = fetch(tmp_path, None, env=env)
     assert_fetched(done, tmp_path, checksums)
     assert f"{tmp_path / 'absent' / data.FILES[0]}.gz: no such file; trying the next source" in done.stderr
+
+
+def test_multi_member_gzip_files_are_read_whole(tmp_path, dataset):
+    # As bgzip or `cat a.gz b.gz` write them; gzip -d reads them as one file.
+    mirror, checksums = dataset
+    split = tmp_path / "split"
+    split.mkdir()
+    for name in data.FILES:
+        content = gzip.decompress((mirror / f"{name}.gz").read_bytes())
+        middle = len(content) // 2
+        (split / f"{name}.gz").write_bytes(gzip.compress(content[:middle], mtime=0)
+                                           + gzip.compress(content[middle:], mtime=0) + b"\0" * 8)
+    assert_fetched(fetch(tmp_path, checksums, str(split)), tmp_path, checksums)
+
+
+def test_garbage_after_the_gzip_data_is_rejected(tmp_path, dataset):
+    mirror, checksums = dataset
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in data.FILES:
+        (bad / f"{name}.gz").write_bytes((mirror / f"{name}.gz").read_bytes() + b"<html>")
+    done = fetch(tmp_path, checksums, str(bad))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"{bad / data.FILES[0]}.gz: data after the gzip data is not gzip" in done.stderr
 
 
 def test_a_missing_or_binary_checksum_file_is_one_line(tmp_path, dataset):

@@ -54,6 +54,9 @@ def test_integer_accepted_for_float(tmp_path):
     ("log_every: 0", "log_every"), ("embedding_samples: 0", "embedding_samples"),
     ("seed: -1", "seed"), ("seed: 1.5", "seed"), ("seed: 9223372036854775808", "seed"),
     ("device: tpu", "device"), ("lr: null", "lr"),
+    # Beyond what PyTorch's int64 and a double hold: caught here, not as an overflow later.
+    ("batch_size: 9223372036854775808", "batch_size"), ("epochs: 100000000000000000000", "epochs"),
+    ("lr: 1" + "0" * 400, "lr"), ("lr: " + str(2**1024 - 1), "lr"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, text, key):
     with pytest.raises(ParamsError, match=rf"{key} must be {re.escape(params.RULES[key].allowed)}"):

@@ -82,6 +82,13 @@ def test_make_clean_removes_exactly_the_cached_outputs():
     assert set(removal) - {".pytest_cache"} == cached
 
 
+@pytest.mark.parametrize("venv", ["/opt/fashion-venv", "envs/fashion"])
+def test_the_venv_s_tools_come_first_on_path_wherever_it_is(venv):
+    done = subprocess.run(["make", "-s", "--eval", "print-path: ; @echo $$PATH", "print-path",
+                           f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.stdout.split(":")[0] == str(ROOT / venv / "bin")
+
+
 def test_experiment_logdirs_are_the_stages_tensorboard_outputs():
     logdirs = [out for stage in STAGES.values() for out in out_paths(stage.get("outs"))
                if out.startswith("runs/")]
