@@ -22,7 +22,9 @@ help: ## Show this list
 
 setup: $(STAMP) ## Create .venv and install the pinned dependencies (requirements*.txt)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The stamp's name holds a checksum of the pins, so a change of pins reinstalls; a checkout that
+# only touches the files (same pins) does not.
+$(STAMP):
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt

@@ -114,7 +114,7 @@ def serve() -> None:
     while True:
         try:
             tag, panels = pickle.load(sys.stdin.buffer)
-        except EOFError:
+        except (EOFError, pickle.UnpicklingError):  # the end, or a request cut off by a kill
             break
         drawn.append(image_summary(tag, panels_figure(panels)))
     try:

@@ -129,14 +129,16 @@ def test_the_worker_ignores_ctrl_c_from_its_start():
     assert not ignored_signals(os.getpid()) & sigint  # the stage's own handler is back
 
 
-def test_a_worker_whose_stage_was_killed_leaves_quietly():
-    # The stage killed with SIGKILL: the worker reads the end of its input and answers into a
-    # pipe nobody reads.
+@pytest.mark.parametrize("cut", [None, -40], ids=["between-requests", "mid-request"])
+def test_a_worker_whose_stage_was_killed_leaves_quietly(cut):
+    # The stage killed with SIGKILL: the worker reads the end of its input, perhaps in the middle
+    # of a request, and answers into a pipe nobody reads.
     worker = subprocess.Popen([sys.executable, "-c", WORKER],
                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
     worker.stdout.close()
-    worker.stdin.write(pickle.dumps(("f", [Panel(np.zeros((28, 28)), "title", True)])))
+    request = pickle.dumps(("f", [Panel(np.zeros((28, 28)), "title", True)]))
+    worker.stdin.write(request + request[:cut])
     worker.stdin.close()
     stderr = worker.stderr.read().decode()
     assert worker.wait(timeout=60) == 1 and stderr == ""

@@ -2,8 +2,10 @@
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
+import time
 
 import click
 import pytest
@@ -80,6 +82,28 @@ def test_make_clean_removes_exactly_the_cached_outputs():
     [removal] = [line.split()[2:] for line in make_dry_run("clean") if line.startswith("rm -rf")]
     cached = set().union(*(out_paths(stage.get("outs")) for stage in STAGES.values()))
     assert set(removal) - {".pytest_cache"} == cached
+
+
+def test_setup_reinstalls_when_the_pins_change_not_when_the_files_are_touched(tmp_path):
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+
+    def setup_commands() -> str:
+        return subprocess.run(["make", "-n", "setup", "VENV=venv"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+
+    assert "pip install" in setup_commands()  # nothing installed yet
+    stamp = subprocess.run(["make", "-s", "--eval", "print-stamp: ; @echo $(STAMP)", "print-stamp",
+                            "VENV=venv"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=30, check=True).stdout.strip()
+    (tmp_path / stamp).parent.mkdir()
+    (tmp_path / stamp).touch()
+    time.sleep(0.01)
+    (tmp_path / "requirements.txt").touch()  # as a checkout of another branch with the same pins
+    assert "pip install" not in setup_commands()
+    with (tmp_path / "requirements.txt").open("a") as pins:
+        pins.write("rich==13.9.4\n")
+    assert "pip install" in setup_commands()
 
 
 @pytest.mark.parametrize("venv", ["/opt/fashion-venv", "envs/fashion"])
