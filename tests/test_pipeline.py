@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.compat.proto.graph_pb2 import GraphDef
+from torch.utils.tensorboard import summary as tb_summary
 
-from fashion import data, determinism, model
+from fashion import data, determinism, evaluation, model, visualize
 from tests.conftest import dvc
 from tests.events import events, scalars, summaries
 
@@ -53,6 +54,21 @@ def test_visualize_writes_the_projector(pipeline):
     names = (logdir / "00000/default/metadata.tsv").read_text().splitlines()
     assert len(names) == 20 and set(names) <= set(data.CLASSES)
     assert Image.open(logdir / "00000/default/sprite.png").size == (5 * 28, 5 * 28)
+    # The seed's embedding sample: each point's pixels with its own class name.
+    images, labels = data.load_split(pipeline / "data/fashion-mnist", "train")
+    sample = torch.randperm(len(images), generator=determinism.generator(0, "embedding"))[:20]
+    points = torch.tensor([[float(x) for x in r.split("\t")] for r in rows])
+    assert torch.allclose(points, images[sample].flatten(1).float() / 255)
+    assert names == [data.CLASSES[i] for i in labels[sample]]
+    sprite = np.array(Image.open(logdir / "00000/default/sprite.png").convert("L"))
+    assert np.abs(sprite[:28, 28:56].astype(int) - images[sample[1]].numpy()).max() <= 1
+
+
+def test_another_seed_samples_other_images_for_the_projector(pipeline, tmp_path):
+    visualize.run(params={"seed": 1, "batch_size": 4, "embedding_samples": 20},
+                  data_dir=pipeline / "data/fashion-mnist", logdir=tmp_path / "runs")
+    tsv = (tmp_path / "runs/00000/default/tensors.tsv").read_text()
+    assert tsv != (pipeline / "runs/visualize/00000/default/tensors.tsv").read_text()
 
 
 def test_train_logs_scalars_and_figures_every_log_every_steps(pipeline):
@@ -77,6 +93,14 @@ def test_train_writes_weights_metrics_and_loss_curve(pipeline):
     assert provenance["torch"] == torch.__version__ and provenance["deterministic_algorithms"]
     curve = (pipeline / "plots/train_loss.csv").read_text().splitlines()
     assert curve[0] == "step,loss,accuracy" and [int(r.split(",")[0]) for r in curve[1:]] == LOG_STEPS
+    # The DVC plot and the TensorBoard scalars show the same numbers, each in its own column.
+    rows = [[float(x) for x in r.split(",")[1:]] for r in curve[1:]]
+    logdir = pipeline / "runs/train"
+    assert [loss for loss, _ in rows] == pytest.approx([v for _, v in scalars(logdir, "training loss")])
+    assert [acc for _, acc in rows] == pytest.approx(
+        [v for _, v in scalars(logdir, "training accuracy")])
+    assert all(0 <= acc <= 1 for _, acc in rows)
+    assert [metrics["loss"], metrics["accuracy"]] == rows[-1]  # 50 steps: the last window is whole
 
 
 def test_evaluate_writes_pr_curves_metrics_and_plot_data(pipeline):
@@ -93,6 +117,30 @@ def test_evaluate_writes_pr_curves_metrics_and_plot_data(pipeline):
     assert confusion[0] == "actual,predicted" and len(confusion) == 101
     assert sorted(p.name for p in (pipeline / "plots/pr").iterdir()) == sorted(
         f"{slug}.csv" for slug in data.CLASS_SLUGS)
+
+
+def test_evaluate_outputs_are_those_of_the_trained_model_on_the_test_set(pipeline):
+    images, labels = data.load_split(pipeline / "data/fashion-mnist", "test")
+    logits = evaluation.predict(model.load(pipeline / "models/model.pt"), data.normalize(images))
+    probs, predicted = logits.softmax(1), logits.argmax(1)
+    metrics = json.loads((pipeline / "metrics/evaluate.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(float((predicted == labels).double().mean()))
+    assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)))
+    confusion = (pipeline / "plots/confusion.csv").read_text().splitlines()[1:]
+    assert confusion == [f"{data.CLASSES[a]},{data.CLASSES[p]}"
+                         for a, p in zip(labels.tolist(), predicted.tolist())]
+    found = summaries(pipeline / "runs/evaluate")
+    for c, (name, slug) in enumerate(zip(data.CLASSES, data.CLASS_SLUGS)):
+        # The DVC curve of class c: from its most confident score down to full recall, where
+        # precision is the class's share of the test set.
+        rows = [[float(x) for x in r.split(",")]
+                for r in (pipeline / f"plots/pr/{slug}.csv").read_text().splitlines()[1:]]
+        assert rows[0][0] == pytest.approx(float(probs[:, c].max()))
+        assert rows[-1][1:] == pytest.approx([float((labels == c).double().mean()), 1.0])
+        # TensorBoard's curve of class c: what add_pr_curve makes of class c's probabilities.
+        expected = tb_summary.pr_curve(name, (labels == c).numpy(), probs[:, c].numpy())
+        (_, value), = found[name]
+        assert value.tensor.float_val == pytest.approx(expected.value[0].tensor.float_val)
 
 
 def test_dvc_plots_render(pipeline, env, tmp_path):
