@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fashion import evaluation
+from fashion import evaluation, model
 from fashion.data import CLASSES
 
 
@@ -47,6 +47,30 @@ def test_summarize_perfect_and_known_predictions():
     assert metrics["accuracy"] == pytest.approx(29 / 30)
     assert metrics["per_class"]["T-shirt/top"]["recall"] == pytest.approx(2 / 3)
     assert metrics["per_class"]["Trouser"]["precision"] == pytest.approx(3 / 4)
+
+
+def test_summarize_loss_and_classes_never_predicted_or_absent():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])  # classes 3 to 9 absent
+    logits = torch.randn(6, 10, generator=g)
+    logits[:, 2] -= 100  # class 2 never predicted
+    metrics = evaluation.summarize(logits, labels, evaluation.pr_curves(logits.softmax(1), labels))
+    assert metrics["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)))
+    assert metrics["per_class"][CLASSES[2]]["precision"] == 0.0  # nothing predicted: 0, not 1
+    assert metrics["per_class"][CLASSES[2]]["recall"] == 0.0
+    for absent in CLASSES[3:]:
+        assert metrics["per_class"][absent]["recall"] == 0.0
+        assert metrics["per_class"][absent]["average_precision"] == 0.0
+
+
+def test_predict_in_chunks_gives_the_logits_of_one_pass(monkeypatch):
+    net = model.initial_net(0)
+    images = torch.randn(23, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    whole = evaluation.predict(net, images)
+    monkeypatch.setattr(evaluation, "CHUNK", 5)  # 4 whole chunks and a short one, in order
+    assert torch.allclose(evaluation.predict(net, images), whole, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(whole, net(images), rtol=0, atol=1e-6)
 
 
 def test_thin_keeps_ends_and_bounds_length():

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,9 +100,40 @@ def test_batch_larger_than_dataset(train_set):
 
 
 def test_divergence_stops_with_the_step(train_set):
-    with pytest.raises(TrainingError, match=r"training diverged: the loss was (nan|inf) by step \d+ "
+    # No log point in 2 epochs of 13 steps: the end of the first epoch (step 12) catches it.
+    with pytest.raises(TrainingError, match=r"training diverged: the loss was (nan|inf) by step 12 "
                                             r"\(lr=1e\+20\); lower lr"):
         fit(train_set, lr=1e20, log_every=1000)
+
+
+def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
+        tmp_path, data_dir, monkeypatch):
+    submitted = []
+
+    class Recording(training.FigureRenderer):
+        def submit(self, tag, images, labels, probs):
+            submitted.append((images.clone(), labels.clone(), probs.clone()))
+            super().submit(tag, images, labels, probs)
+
+    monkeypatch.setattr(training, "FigureRenderer", Recording)
+    params = {"seed": 3, "lr": 0.01, "momentum": 0.9, "batch_size": 4, "epochs": 1,
+              "log_every": 7, "device": "cpu"}
+    out = tmp_path / "out"
+    result = training.run(params=params, data_dir=data_dir, model_path=out / "model.pt",
+                          metrics_path=out / "train.json", provenance_path=out / "prov.json",
+                          plots_path=out / "loss.csv", logdir=out / "runs")
+    images, labels = data.load_split(data_dir, "train")
+    batches = data.epoch_batches(len(images), 4, determinism.generator(3, "batch-order"))
+    assert [p.step for p in result.points] == [6, 13, 20, 27, 34, 41, 48] and len(batches) == 50
+    for point, (x, y, probs) in zip(result.points, submitted, strict=True):
+        assert torch.equal(x, data.normalize(images[batches[point.step]]))
+        assert torch.equal(y, labels[batches[point.step]])
+        assert probs.shape == (4, 10) and torch.allclose(probs.sum(1), torch.ones(4))
+    # 50 steps logged every 7 leave a last window of one step: the metrics report it.
+    metrics = json.loads((out / "train.json").read_text())
+    assert (result.final.step, metrics["steps"]) == (49, 50)
+    assert metrics["loss"] == result.final.loss != result.points[-1].loss
+    assert metrics["accuracy"] == result.final.accuracy
 
 
 def test_configure_switches_determinism_on():
