@@ -22,28 +22,49 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=5, seed=3)
 
 
-def fit(device: str, cuda_graph: bool = True):
+class CountingGraphStep(training._CudaGraphStep):
+    """The graph step, counting its replays: a graph that is never replayed compares equal too."""
+    replays = 0
+
+    def __call__(self, idx):
+        CountingGraphStep.replays += len(idx) == len(self.idx)
+        return super().__call__(idx)
+
+
+def fit(device: str, cuda_graph: bool = True, **changes):
     determinism.configure(device)
     images, labels = synthetic.make_split(50, np.random.default_rng(0))
     images = data.normalize(torch.from_numpy(images)).to(device)
     labels = torch.from_numpy(labels.astype(np.int64)).to(device)
-    net = model.initial_net(HYPER["seed"]).to(device)
+    hyper = {**HYPER, **changes}
+    net = model.initial_net(hyper["seed"]).to(device)
     logged = []
-    result = training.train(net, images, labels, **HYPER, cuda_graph=cuda_graph,
+    result = training.train(net, images, labels, **hyper, cuda_graph=cuda_graph,
                             on_log=lambda p, x, y: logged.append((x.cpu(), y.cpu())))
     weights = torch.nn.utils.parameters_to_vector(net.parameters()).detach().cpu()
     return weights, result, logged
 
 
-def test_graph_step_gives_the_bits_of_eager_cuda():
-    graph, graph_result, graph_logged = fit("cuda")
-    eager, eager_result, eager_logged = fit("cuda", cuda_graph=False)
+# Every 5 steps logs full batches only; every 13 logs the short last batch of each epoch.
+@pytest.mark.parametrize("log_every", [5, 13])
+def test_graph_step_gives_the_bits_of_eager_cuda(monkeypatch, log_every):
+    monkeypatch.setattr(training, "_CudaGraphStep", CountingGraphStep)
+    CountingGraphStep.replays = 0
+    graph, graph_result, graph_logged = fit("cuda", log_every=log_every)
+    assert CountingGraphStep.replays == 24  # the full batches of 2 epochs; the short ones eager
+    eager, eager_result, eager_logged = fit("cuda", cuda_graph=False, log_every=log_every)
+    assert CountingGraphStep.replays == 24
     assert graph_result.steps == 26
     assert torch.equal(graph, eager)
     assert graph_result.points == eager_result.points
-    # The batches handed to the log callback are the right ones, full and short alike.
+    assert [len(y) for _, y in graph_logged] == ([4] * 5 if log_every == 5 else [2, 2])
+    # The batches handed to the log callback are the right ones.
     assert all(torch.equal(a, b) for pair in zip(graph_logged, eager_logged)
                for a, b in zip(*pair))
+
+
+def test_auto_takes_the_gpu():
+    assert determinism.configure("auto") == torch.device("cuda")
 
 
 def test_cuda_runs_repeat_bit_for_bit():

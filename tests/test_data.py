@@ -54,8 +54,30 @@ def test_parse_idx_checks_magic_and_size():
 def test_parse_checksums_rejects_malformed_lines():
     good = "a" * 64 + "  train-images-idx3-ubyte\n"
     assert data.parse_checksums(good, "f") == {"train-images-idx3-ubyte": "a" * 64}
-    with pytest.raises(DataError, match="line 1"):
-        data.parse_checksums("abc  file\n", "f")
+    for bad in ("abc  file", "g" * 64 + "  file", "a" * 64 + "  two  files"):
+        with pytest.raises(DataError, match="line 2: expected"):
+            data.parse_checksums(f"# sha256sum output\n{bad}\n", "f")
+
+
+def rewrite(data_dir, name: str, array: np.ndarray) -> None:
+    """Replace one data file, with its checksum in the manifest: a private dataset's files."""
+    content = synthetic.idx_bytes(array)
+    (data_dir / name).write_bytes(content)
+    manifest = data.read_checksums(data_dir / data.MANIFEST)
+    manifest[name] = data.sha256(content)
+    (data_dir / data.MANIFEST).write_text("".join(f"{d}  {n}\n" for n, d in manifest.items()))
+
+
+@pytest.mark.parametrize("name, array, message", [
+    ("train-labels-idx1-ubyte", np.full(200, 10, np.uint8), "has a label >= 10"),
+    ("train-labels-idx1-ubyte", np.zeros(199, np.uint8), "200 train images but 199 labels"),
+    ("train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8), "the train split holds no images"),
+    ("train-images-idx3-ubyte", np.zeros((200, 32, 32), np.uint8), "must be N x 28 x 28"),
+], ids=["label-10", "count-mismatch", "empty", "32x32"])
+def test_a_verified_but_unusable_dataset_is_refused(data_dir, name, array, message):
+    rewrite(data_dir, name, array)
+    with pytest.raises(DataError, match=message):
+        data.load_split(data_dir, "train")
 
 
 def test_normalize_matches_torchvision_transforms():

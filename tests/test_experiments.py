@@ -163,3 +163,18 @@ def test_experiments_whose_logs_are_not_cached_are_left_out_with_a_warning(with_
     assert_failed(done, "Error: no experiment's TensorBoard logs are in the DVC cache: run `dvc "
                         "pull`")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "repo"]  # no out-none, no debris
+
+
+def test_a_project_never_run_has_nothing_to_show_in_one_line(repo, env, tmp_path):
+    # dvc.yaml names the logdirs, but no run has put them in the cache.
+    done = gather_runs(repo, env, tmp_path / "out")
+    assert_failed(done, "Error: no experiment's TensorBoard logs are in the DVC cache: run `dvc "
+                        "pull` (a fresh clone), or `dvc repro`")
+    assert not (tmp_path / "out").exists()
+
+
+def test_gathering_without_serving_needs_somewhere_to_keep_the_logs(env):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/tensorboard_exps.py"), "--no-serve"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Error: --no-serve needs --out" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -104,6 +104,15 @@ def test_a_damaged_checksum_manifest_is_one_line(work):
     assert_absent(work, TRAIN_OUTPUTS)
 
 
+def test_an_output_path_the_system_refuses_is_one_line_with_its_reason(work):
+    (work / "runs").write_text("a file where the stage wants a directory")
+    done = stage("visualize", work, "--logdir", "runs/visualize")
+    assert_failed(done)
+    assert "runs" in one_line(done)
+    assert (work / "runs").read_text() == "a file where the stage wants a directory"
+    assert_no_leftovers(work)
+
+
 # --- params --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message", [

@@ -6,6 +6,7 @@ directory the next stage reads either absent or exactly as it was.
 """
 
 import gzip
+import shutil
 import signal
 import subprocess
 import sys
@@ -209,6 +210,17 @@ def test_an_oversized_response_is_cut_off(tmp_path, dataset, good, fault, reason
     assert sent < 16 * 2**20 < fs.ENDLESS_CAP
 
 
+def test_an_oversized_local_file_is_skipped_for_the_next_source(tmp_path, dataset, good):
+    mirror, checksums = dataset
+    big = tmp_path / "big"
+    shutil.copytree(mirror, big)
+    (big / f"{data.FILES[0]}.gz").write_bytes(b"\0" * (LIMIT + 1))
+    done = fetch(tmp_path, checksums, str(big), good.url, args=["--max-bytes", str(LIMIT)])
+    assert_fetched(done, tmp_path, checksums)
+    assert f"{big / data.FILES[0]}.gz: larger than the limit of {LIMIT} bytes" in done.stderr
+    assert good.names() == [f"{data.FILES[0]}.gz"]  # the others came from the directory
+
+
 # --- which sources are accepted ----------------------------------------------------------------
 
 @pytest.mark.parametrize("source", ["ftp://example.com/fashion/", "s3://bucket/fashion",
@@ -285,6 +297,17 @@ def test_garbage_after_the_gzip_data_is_rejected(tmp_path, dataset):
     done = fetch(tmp_path, checksums, str(bad))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{bad / data.FILES[0]}.gz: data after the gzip data is not gzip" in done.stderr
+
+
+def test_a_checksum_file_lacking_a_file_is_one_line_before_any_download(tmp_path, dataset, good):
+    mirror, checksums = dataset
+    partial = tmp_path / "partial.sha256"
+    partial.write_text("".join(f"{line}\n" for line in checksums.read_text().splitlines()
+                               if not line.endswith("t10k-labels-idx1-ubyte")))
+    done = fetch(tmp_path, partial, good.url)
+    assert_failed(done, f"Error: FASHION_MNIST_CHECKSUMS: {partial} lists no checksum for "
+                        "t10k-labels-idx1-ubyte")
+    assert good.names() == [] and not (tmp_path / "data").exists()
 
 
 def test_a_missing_or_binary_checksum_file_is_one_line(tmp_path, dataset):

@@ -136,6 +136,19 @@ def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
     assert metrics["accuracy"] == result.final.accuracy
 
 
+def test_auto_takes_the_gpu_exactly_when_pytorch_sees_one():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert determinism.configure("auto") == torch.device(expected)
+
+
+def test_fashion_cuda_graph_0_and_only_0_asks_for_the_eager_step(monkeypatch):
+    monkeypatch.delenv("FASHION_CUDA_GRAPH", raising=False)
+    assert training._cuda_graph_wanted()
+    for value, wanted in (("0", False), ("1", True), ("", True)):
+        monkeypatch.setenv("FASHION_CUDA_GRAPH", value)
+        assert training._cuda_graph_wanted() is wanted
+
+
 def test_configure_switches_determinism_on():
     determinism.configure("cpu")
     assert torch.are_deterministic_algorithms_enabled()
