@@ -28,8 +28,13 @@ def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
         assert results["ours"][stage]["wall"] > 0 and results["ours"][stage]["peak_rss_mb"] > 0
     assert 0 <= results["ours"]["accuracy"] <= 1 and 0 <= results["tutorial"]["accuracy"] <= 1
     for line in ("| tutorial, one process |", "| train stage |", "| visualize + train + evaluate |",
-                 "speed-up, whole"):
+                 "speed-up, whole", "logging cost, fastest against fastest"):
         assert line in done.stdout
+    # Logging's cost from alternated runs, the first logging one being the stage run itself.
+    logging, quiet = results["ours"]["train_logging"], results["ours"]["train_without_logging"]
+    assert len(logging["loops"]) == len(quiet["loops"]) == 2
+    assert logging["loops"][0] == results["ours"]["train"]["loop_seconds"]
+    assert quiet["loop_seconds"] == min(quiet["loops"]) and quiet["wall"] == min(quiet["walls"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
