@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fashion import data, determinism, fileio, model, provenance
+from fashion.errors import memory_errors_explained
 from fashion.tensorboard_writer import run_writer
 
 PARAMS = ("device",)
@@ -84,8 +85,9 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, confusion_path: Path, pr_dir: Path, logdir: Path) -> dict:
     device = determinism.configure(params["device"])
     images, labels = data.load_split(data_dir, "test")
-    net = model.load(model_path).to(device)
-    logits = predict(net, data.normalize(images).to(device))
+    net = model.load(model_path)
+    with memory_errors_explained(device):
+        logits = predict(net.to(device), data.normalize(images).to(device))
     probs = F.softmax(logits, dim=1)
     curves = pr_curves(probs, labels)
     metrics = summarize(logits, labels, curves)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fashion import data, determinism, fileio, model, provenance
-from fashion.errors import TrainingError
+from fashion.errors import TrainingError, memory_errors_explained
 from fashion.figures import FigureRenderer
 from fashion.tensorboard_writer import add_serialized_summary, run_writer
 
@@ -191,23 +191,24 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads(params["batch_size"]))
         images, labels = data.load_split(data_dir, "train")
-        images, labels = data.normalize(images).to(device), labels.to(device)
-        net = model.initial_net(params["seed"]).to(device)
         steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
         if params["log_every"] > steps:
             click.echo(f"Warning: log_every is {params['log_every']} but this run has {steps} "
                        "mini-batches, so no loss points or figures will be logged; lower "
                        "log_every to see training in TensorBoard.", err=True)
+        with memory_errors_explained(device, params["batch_size"]):
+            images, labels = data.normalize(images).to(device), labels.to(device)
+            net = model.initial_net(params["seed"]).to(device)
 
-        def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
-            with torch.no_grad():
-                probs = F.softmax(net(x), dim=1)
-            figures.submit(FIGURE_TAG, x, y, probs)
+            def log(point: LogPoint, x: torch.Tensor, y: torch.Tensor) -> None:
+                with torch.no_grad():
+                    probs = F.softmax(net(x), dim=1)
+                figures.submit(FIGURE_TAG, x, y, probs)
 
-        start = time.perf_counter()
-        result = train(net, images, labels, on_log=log, cuda_graph=_cuda_graph_wanted(),
-                       **{k: params[k] for k in PARAMS if k != "device"})
-        seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            result = train(net, images, labels, on_log=log, cuda_graph=_cuda_graph_wanted(),
+                           **{k: params[k] for k in PARAMS if k != "device"})
+            seconds = time.perf_counter() - start
 
         with run_writer(logdir) as writer:
             for point, figure in zip(result.points, figures.results(), strict=True):

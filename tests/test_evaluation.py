@@ -3,6 +3,7 @@ import torch
 
 from fashion import evaluation, model
 from fashion.data import CLASSES
+from fashion.errors import FashionError
 
 
 def brute_force_ap(scores, positive):
@@ -71,6 +72,21 @@ def test_predict_in_chunks_gives_the_logits_of_one_pass(monkeypatch):
     assert torch.allclose(evaluation.predict(net, images), whole, rtol=0, atol=1e-6)
     with torch.no_grad():
         assert torch.allclose(whole, net(images), rtol=0, atol=1e-6)
+
+
+def test_evaluating_out_of_memory_is_one_sentence_and_writes_nothing(tmp_path, data_dir,
+                                                                    monkeypatch):
+    def allocate_too_much(net, images):
+        torch.empty(2**62, dtype=torch.uint8)  # the CPU allocator's own failure
+
+    model.save(model.initial_net(0), tmp_path / "model.pt")
+    monkeypatch.setattr(evaluation, "predict", allocate_too_much)
+    out = tmp_path / "out"
+    with pytest.raises(FashionError, match=r"^out of cpu memory; close other programs$"):
+        evaluation.run(params={"device": "cpu"}, data_dir=data_dir, model_path=tmp_path / "model.pt",
+                       metrics_path=out / "eval.json", provenance_path=out / "prov.json",
+                       confusion_path=out / "confusion.csv", pr_dir=out / "pr", logdir=out / "runs")
+    assert not out.exists()
 
 
 def test_thin_keeps_ends_and_bounds_length():

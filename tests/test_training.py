@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from fashion import data, determinism, model, synthetic, training
-from fashion.errors import TrainingError
+from fashion.errors import FashionError, TrainingError, memory_errors_explained
 
 HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=7, seed=3)
 
@@ -134,6 +134,34 @@ def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
     assert (result.final.step, metrics["steps"]) == (49, 50)
     assert metrics["loss"] == result.final.loss != result.points[-1].loss
     assert metrics["accuracy"] == result.final.accuracy
+
+
+def test_running_out_of_memory_is_one_sentence_and_writes_nothing(tmp_path, data_dir, monkeypatch):
+    def allocate_too_much(*args, **kwargs):
+        torch.empty(2**62, dtype=torch.uint8)  # the CPU allocator's own failure
+
+    monkeypatch.setattr(training, "train", allocate_too_much)
+    params = {"seed": 0, "lr": 0.01, "momentum": 0.9, "batch_size": 4, "epochs": 1,
+              "log_every": 7, "device": "cpu"}
+    out = tmp_path / "out"
+    with pytest.raises(FashionError) as raised:
+        training.run(params=params, data_dir=data_dir, model_path=out / "model.pt",
+                     metrics_path=out / "train.json", provenance_path=out / "prov.json",
+                     plots_path=out / "loss.csv", logdir=out / "runs")
+    assert str(raised.value) == "out of cpu memory; lower batch_size (now 4), or close other programs"
+    assert not out.exists()
+
+
+def test_out_of_gpu_memory_names_what_else_frees_some():
+    with pytest.raises(FashionError) as raised:
+        with memory_errors_explained(torch.device("cuda"), 64):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert str(raised.value) == (
+        "out of cuda memory; lower batch_size (now 64), or stop the other processes that hold GPU "
+        "memory (nvidia-smi lists them), or set device: cpu")
+    with pytest.raises(RuntimeError, match="^a bug$"):  # any other error goes on as it was
+        with memory_errors_explained(torch.device("cpu")):
+            raise RuntimeError("a bug")
 
 
 def test_auto_takes_the_gpu_exactly_when_pytorch_sees_one():
