@@ -197,7 +197,6 @@ def print_table(results: dict) -> None:
         for phase in STAGES:
             click.echo(row(f"  its {phase} phase (in-process timer)", phases[phase]))
     logging, quiet = ours["train_logging"], ours["train_without_logging"]
-    pairs = len(quiet["loops"])
     for stage in STAGES:
         extra = (train["steps"] / train["loop_seconds"],) if stage == "train" else (None,)
         click.echo(row(f"{stage} stage", ours[stage]["wall"], *extra, None, ours[stage]["peak_rss_mb"]))
@@ -205,7 +204,7 @@ def print_table(results: dict) -> None:
             click.echo(row("  its training loop (in-process timer)", train["loop_seconds"], digits=2))
             click.echo(row(f"  the loop, fastest of {len(logging['loops'])} runs",
                            logging["loop_seconds"], digits=2))
-            click.echo(row(f"  the loop never logging, fastest of {pairs} runs",
+            click.echo(row(f"  the loop never logging, fastest of {len(quiet['loops'])} runs",
                            quiet["loop_seconds"], digits=2))
     click.echo(row("visualize + train + evaluate", total, None, ours["accuracy"],
                    max(ours[s]["peak_rss_mb"] for s in STAGES)))

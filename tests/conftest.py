@@ -1,6 +1,5 @@
 """Shared fixtures: a synthetic dataset, and copies of the project as real git + DVC repos."""
 
-import gzip
 import os
 import shutil
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion import data, params, synthetic
+from fashion import fetch, params, synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone needs to run the pipeline; outputs and the committed baseline stay behind.
@@ -61,14 +60,11 @@ def dataset(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def data_dir(tmp_path, dataset):
-    """A data directory as fetch leaves it: decompressed files and SHA256SUMS."""
+    """A data directory written by the fetch stage from the synthetic mirror."""
     mirror, checksums = dataset
-    out = tmp_path / "data"
-    out.mkdir()
-    for name in data.SHA256:
-        (out / name).write_bytes(gzip.decompress((mirror / f"{name}.gz").read_bytes()))
-    (out / data.MANIFEST).write_text(checksums.read_text())
-    return out
+    fetch.run(dest=tmp_path / "data", mirror=str(mirror), checksums=str(checksums), timeout=1,
+              retries=0)
+    return tmp_path / "data"
 
 
 @pytest.fixture(scope="session")

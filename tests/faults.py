@@ -242,6 +242,13 @@ def clean_env(**extra) -> dict:
     return {**env, **extra}
 
 
+def allocate_too_much(*args, **kwargs) -> None:
+    """A stand-in for any step, failing as the CPU allocator fails for memory it cannot give."""
+    import torch  # here: the fetch tests use this module without torch
+
+    torch.empty(2**62, dtype=torch.uint8)
+
+
 def assert_failed(done: subprocess.CompletedProcess, *phrases: str, code: int = 1) -> None:
     """The given exit code, each phrase in stderr, and no traceback anywhere."""
     output = done.stdout + done.stderr

@@ -65,7 +65,7 @@ def rewrite(data_dir, name: str, array: np.ndarray) -> None:
     (data_dir / name).write_bytes(content)
     manifest = data.read_checksums(data_dir / data.MANIFEST)
     manifest[name] = data.sha256(content)
-    (data_dir / data.MANIFEST).write_text("".join(f"{d}  {n}\n" for n, d in manifest.items()))
+    (data_dir / data.MANIFEST).write_text(data.format_checksums(manifest))
 
 
 @pytest.mark.parametrize("name, array, message", [

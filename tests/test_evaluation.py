@@ -4,6 +4,7 @@ import torch
 from fashion import evaluation, model
 from fashion.data import CLASSES
 from fashion.errors import FashionError
+from tests.faults import allocate_too_much
 
 
 def brute_force_ap(scores, positive):
@@ -76,9 +77,6 @@ def test_predict_in_chunks_gives_the_logits_of_one_pass(monkeypatch):
 
 def test_evaluating_out_of_memory_is_one_sentence_and_writes_nothing(tmp_path, data_dir,
                                                                     monkeypatch):
-    def allocate_too_much(net, images):
-        torch.empty(2**62, dtype=torch.uint8)  # the CPU allocator's own failure
-
     model.save(model.initial_net(0), tmp_path / "model.pt")
     monkeypatch.setattr(evaluation, "predict", allocate_too_much)
     out = tmp_path / "out"

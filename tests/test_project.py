@@ -84,6 +84,13 @@ def test_make_clean_removes_exactly_the_cached_outputs():
     assert set(removal) - {".pytest_cache"} == cached
 
 
+def make_value(expression: str, cwd, *assignments: str) -> str:
+    """What a recipe of the Makefile in `cwd` echoes for `expression`."""
+    return subprocess.run(["make", "-s", "--eval", f"print-value: ; @echo {expression}",
+                           "print-value", *assignments], cwd=cwd, capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+
+
 def test_setup_reinstalls_when_the_pins_change_not_when_the_files_are_touched(tmp_path):
     for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
@@ -93,9 +100,7 @@ def test_setup_reinstalls_when_the_pins_change_not_when_the_files_are_touched(tm
                               capture_output=True, text=True, timeout=30, check=True).stdout
 
     assert "pip install" in setup_commands()  # nothing installed yet
-    stamp = subprocess.run(["make", "-s", "--eval", "print-stamp: ; @echo $(STAMP)", "print-stamp",
-                            "VENV=venv"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=30, check=True).stdout.strip()
+    stamp = make_value("$(STAMP)", tmp_path, "VENV=venv")
     (tmp_path / stamp).parent.mkdir()
     (tmp_path / stamp).touch()
     time.sleep(0.01)
@@ -108,9 +113,8 @@ def test_setup_reinstalls_when_the_pins_change_not_when_the_files_are_touched(tm
 
 @pytest.mark.parametrize("venv", ["/opt/fashion-venv", "envs/fashion"])
 def test_the_venv_s_tools_come_first_on_path_wherever_it_is(venv):
-    done = subprocess.run(["make", "-s", "--eval", "print-path: ; @echo $$PATH", "print-path",
-                           f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert done.stdout.split(":")[0] == str(ROOT / venv / "bin")
+    path = make_value("$$PATH", ROOT, f"VENV={venv}")  # as the Makefile's recipes see it
+    assert path.split(":")[0] == str(ROOT / venv / "bin")
 
 
 def test_experiment_logdirs_are_the_stages_tensorboard_outputs():

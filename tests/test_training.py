@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from fashion import data, determinism, model, synthetic, training
 from fashion.errors import FashionError, TrainingError, memory_errors_explained
+from tests.faults import allocate_too_much
 
 HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=7, seed=3)
 
@@ -106,6 +107,15 @@ def test_divergence_stops_with_the_step(train_set):
         fit(train_set, lr=1e20, log_every=1000)
 
 
+def train_stage(data_dir, out, **changes) -> training.TrainResult:
+    """The train stage in this process, every output under `out`."""
+    params = {"seed": 3, "lr": 0.01, "momentum": 0.9, "batch_size": 4, "epochs": 1,
+              "log_every": 7, "device": "cpu", **changes}
+    return training.run(params=params, data_dir=data_dir, model_path=out / "model.pt",
+                        metrics_path=out / "train.json", provenance_path=out / "prov.json",
+                        plots_path=out / "loss.csv", logdir=out / "runs")
+
+
 def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
         tmp_path, data_dir, monkeypatch):
     submitted = []
@@ -116,12 +126,8 @@ def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
             super().submit(tag, images, labels, probs)
 
     monkeypatch.setattr(training, "FigureRenderer", Recording)
-    params = {"seed": 3, "lr": 0.01, "momentum": 0.9, "batch_size": 4, "epochs": 1,
-              "log_every": 7, "device": "cpu"}
     out = tmp_path / "out"
-    result = training.run(params=params, data_dir=data_dir, model_path=out / "model.pt",
-                          metrics_path=out / "train.json", provenance_path=out / "prov.json",
-                          plots_path=out / "loss.csv", logdir=out / "runs")
+    result = train_stage(data_dir, out)
     images, labels = data.load_split(data_dir, "train")
     batches = data.epoch_batches(len(images), 4, determinism.generator(3, "batch-order"))
     assert [p.step for p in result.points] == [6, 13, 20, 27, 34, 41, 48] and len(batches) == 50
@@ -137,17 +143,10 @@ def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
 
 
 def test_running_out_of_memory_is_one_sentence_and_writes_nothing(tmp_path, data_dir, monkeypatch):
-    def allocate_too_much(*args, **kwargs):
-        torch.empty(2**62, dtype=torch.uint8)  # the CPU allocator's own failure
-
     monkeypatch.setattr(training, "train", allocate_too_much)
-    params = {"seed": 0, "lr": 0.01, "momentum": 0.9, "batch_size": 4, "epochs": 1,
-              "log_every": 7, "device": "cpu"}
     out = tmp_path / "out"
     with pytest.raises(FashionError) as raised:
-        training.run(params=params, data_dir=data_dir, model_path=out / "model.pt",
-                     metrics_path=out / "train.json", provenance_path=out / "prov.json",
-                     plots_path=out / "loss.csv", logdir=out / "runs")
+        train_stage(data_dir, out, seed=0)
     assert str(raised.value) == "out of cpu memory; lower batch_size (now 4), or close other programs"
     assert not out.exists()
 
