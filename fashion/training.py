@@ -1,5 +1,7 @@
 """Training: the tutorial's SGD loop over seeded mini-batches of a device-resident dataset."""
 
+import copy
+import functools
 import math
 import os
 import sys
@@ -52,8 +54,8 @@ def cpu_threads(batch_size: int) -> int:
 class SGD:
     """SGD with momentum, computed as torch.optim.SGD computes it on the CPU, bit for bit.
 
-    At the tutorial's batch of 4 a CPU step takes about a millisecond, and Optimizer.step's Python
-    bookkeeping took a tenth of it; three foreach kernels do the same arithmetic. A zero momentum
+    At the tutorial's batch of 4, Optimizer.step's Python bookkeeping doubled the cost of the
+    update (74 against 37 us for these three foreach kernels, each timed alone). A zero momentum
     buffer makes the first update exactly torch's (0 * momentum + grad == grad), and lets a CUDA
     graph capture every step alike. tests/test_training.py checks the identity.
     """
@@ -69,13 +71,96 @@ class SGD:
         torch._foreach_add_(self.params, self.buffers, alpha=-self.lr)
 
 
-def _sgd_step(net, sgd, images, labels, idx, loss_sum, correct):
+GradientFunction = Callable[[torch.Tensor, torch.Tensor],
+                            tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]
+
+
+def _autograd(net) -> GradientFunction:
+    """Loss, outputs and gradients of a batch, by autograd: the reference, and any Net."""
+    params = list(net.parameters())
+
+    def loss_and_grads(x, y):
+        out = net(x)
+        loss = F.cross_entropy(out, y)
+        return loss.detach(), out.detach(), list(torch.autograd.grad(loss, params))
+    return loss_and_grads
+
+
+@torch.no_grad()
+def _by_hand(params, x, y):
+    """What `_autograd` computes for model.Net, calling the kernels autograd calls, one by one.
+
+    At the tutorial's batch of 4 a CPU step is some 60 small kernels, and the autograd engine
+    around them (recording the graph, then walking it) took a quarter of each step. This mirrors Net.forward and the backward functions PyTorch registers for each of its
+    operations (derivatives.yaml), in the same order and memory layouts, so the bits are the
+    same; `_gradient_function` checks that before training with it.
+    """
+    aten = torch.ops.aten
+    pool = ([2, 2], [2, 2])  # kernel, stride: Net's MaxPool2d(2, 2)
+    w1, b1, w2, b2, w3, b3, w4, b4, w5, b5 = params
+    r1 = F.relu(F.conv2d(x, w1, b1))
+    p1, i1 = aten.max_pool2d_with_indices(r1, *pool)
+    r2 = F.relu(F.conv2d(p1, w2, b2))
+    p2, i2 = aten.max_pool2d_with_indices(r2, *pool)
+    f = p2.flatten(1)
+    h3 = F.relu(F.linear(f, w3, b3))
+    h4 = F.relu(F.linear(h3, w4, b4))
+    out = F.linear(h4, w5, b5)
+    log_p = F.log_softmax(out, 1)
+    loss, total_weight = aten.nll_loss_forward(log_p, y, None, 1, -100)  # 1: mean; -100: none ignored
+
+    g = aten.nll_loss_backward(torch.ones_like(loss), log_p, y, None, 1, -100, total_weight)
+    g = aten._log_softmax_backward_data(g, log_p, 1, log_p.dtype)
+    # linear is addmm(b, a, w.t()): autograd takes w's gradient as g.t() @ a, b's as g summed.
+    gw5, gb5 = g.t().mm(h4), g.sum(0)
+    g = aten.threshold_backward(g.mm(w5), h4, 0)
+    gw4, gb4 = g.t().mm(h3), g.sum(0)
+    g = aten.threshold_backward(g.mm(w4), h3, 0)
+    gw3, gb3 = g.t().mm(f), g.sum(0)
+    g = g.mm(w3).view_as(p2)
+    g = aten.max_pool2d_with_indices_backward(g, r2, *pool, [0, 0], [1, 1], False, i2)
+    g = aten.threshold_backward(g, r2, 0)
+    g, gw2, gb2 = aten.convolution_backward(g, p1, w2, [w2.shape[0]], [1, 1], [0, 0], [1, 1],
+                                            False, [0, 0], 1, [True, True, True])
+    g = aten.max_pool2d_with_indices_backward(g, r1, *pool, [0, 0], [1, 1], False, i1)
+    g = aten.threshold_backward(g, r1, 0)
+    _, gw1, gb1 = aten.convolution_backward(g, x, w1, [w1.shape[0]], [1, 1], [0, 0], [1, 1],
+                                            False, [0, 0], 1, [False, True, True])
+    return loss, out, [gw1, gb1, gw2, gb2, gw3, gb3, gw4, gb4, gw5, gb5]
+
+
+def _gradient_function(net, x, y) -> GradientFunction:
+    """`_by_hand` on the CPU if it gives autograd's bits on the batch (x, y); autograd otherwise.
+
+    A GPU runs the step as a CUDA graph, whose replay costs nothing for the engine; there the
+    autograd step is kept. A Net edited to another architecture fails the check and trains with
+    autograd, instead of with the backward of the old one. The check leaves no trace: autograd
+    runs on a copy of the net (buffers such as batch-norm statistics stay), under a forked RNG.
+    """
+    if x.device.type != "cpu":
+        return _autograd(net)
+    params = [p.detach() for p in net.parameters()]
+    try:
+        ours = _by_hand(params, x, y)
+    except (ValueError, RuntimeError):  # other layers than Net's: their parameters do not fit
+        ours = None
+    with torch.random.fork_rng(devices=[]):
+        theirs = _autograd(copy.deepcopy(net))(x, y)
+    if ours is not None and all(torch.equal(a, b) for a, b in zip(ours[:2], theirs[:2])) and \
+            all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2], strict=True)):
+        return functools.partial(_by_hand, params)
+    click.echo("Note: the Net differs from the one training._by_hand differentiates, so training "
+               "uses autograd, about a third slower on the CPU; update _by_hand to match.",
+               err=True)
+    return _autograd(net)
+
+
+def _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct):
     """Forward, backward and update on images[idx]; tallies stay on the device (no sync)."""
     x, y = images.index_select(0, idx), labels.index_select(0, idx)
-    out = net(x)
-    loss = F.cross_entropy(out, y)
-    sgd.step(torch.autograd.grad(loss, sgd.params))
-    loss_sum.add_(loss.detach())
+    loss, out, grads = loss_and_grads(x, y)
+    sgd.step(grads)
+    loss_sum.add_(loss)
     correct.add_((out.argmax(1) == y).sum())
     return x, y
 
@@ -87,8 +172,8 @@ class _CudaGraphStep:
     than running them; a replay is one launch. Short final batches run eagerly.
     """
 
-    def __init__(self, net, sgd, images, labels, batch_size, loss_sum, correct):
-        self.eager = (net, sgd, images, labels, loss_sum, correct)
+    def __init__(self, loss_and_grads, sgd, images, labels, batch_size, loss_sum, correct):
+        self.eager = (loss_and_grads, sgd, images, labels, loss_sum, correct)
         self.idx = torch.arange(batch_size, device=images.device)
         saved = [p.detach().clone() for p in sgd.params]
         # Capture needs a few eager steps first (lazy state, cuBLAS handles and workspaces);
@@ -100,11 +185,12 @@ class _CudaGraphStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                _sgd_step(net, sgd, images, labels, self.idx, loss_sum, correct)
+                _sgd_step(loss_and_grads, sgd, images, labels, self.idx, loss_sum, correct)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=side):
-            self.x, self.y = _sgd_step(net, sgd, images, labels, self.idx, loss_sum, correct)
+            self.x, self.y = _sgd_step(loss_and_grads, sgd, images, labels, self.idx, loss_sum,
+                                       correct)
         with torch.no_grad():
             for p, p0 in zip(sgd.params, saved):
                 p.copy_(p0)
@@ -115,8 +201,8 @@ class _CudaGraphStep:
 
     def __call__(self, idx):
         if len(idx) != len(self.idx):
-            net, sgd, images, labels, loss_sum, correct = self.eager
-            return _sgd_step(net, sgd, images, labels, idx, loss_sum, correct)
+            loss_and_grads, sgd, images, labels, loss_sum, correct = self.eager
+            return _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct)
         self.idx.copy_(idx)
         self.graph.replay()
         return self.x, self.y
@@ -132,13 +218,15 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
     """
     device = images.device
     sgd = SGD(list(net.parameters()), lr, momentum)
+    # Checked on two images: the check's time and memory stay small at any batch size.
+    loss_and_grads = _gradient_function(net, images[:2], labels[:2])
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     if cuda_graph and device.type == "cuda" and batch_size <= len(images):
-        step = _CudaGraphStep(net, sgd, images, labels, batch_size, loss_sum, correct)
+        step = _CudaGraphStep(loss_and_grads, sgd, images, labels, batch_size, loss_sum, correct)
     else:
         def step(idx):
-            return _sgd_step(net, sgd, images, labels, idx, loss_sum, correct)
+            return _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct)
 
     order = determinism.generator(seed, "batch-order")
     points, steps, window_steps, window_samples = [], 0, 0, 0

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -18,10 +19,10 @@ def train_set():
     return data.normalize(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
 
 
-def fit(train_set, **changes):
+def fit(train_set, net=None, **changes):
     determinism.configure("cpu")
     hyper = {**HYPER, **changes}
-    net = model.initial_net(hyper["seed"])
+    net = model.initial_net(hyper["seed"]) if net is None else net
     logged = []
     result = training.train(net, *train_set, **hyper,
                             on_log=lambda point, x, y: logged.append((point, x.clone(), y.clone())))
@@ -32,10 +33,10 @@ def weights(net):
     return torch.nn.utils.parameters_to_vector(net.parameters()).detach()
 
 
-def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed):
+def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed, net=None):
     """The tutorial's loop as written, over the same batches: the reference for `train`."""
     images, labels = train_set
-    net = model.initial_net(seed)
+    net = model.initial_net(seed) if net is None else net
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
     order = determinism.generator(seed, "batch-order")
     points, running, right, seen, step = [], 0.0, 0, 0, 0
@@ -63,6 +64,86 @@ def test_same_weights_losses_and_accuracies_as_the_tutorials_loop(train_set, mom
     assert torch.equal(weights(net), weights(reference))
     assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
     assert len({p.accuracy for p in result.points}) > 1  # the windows differ: a real count
+
+
+def test_the_hand_written_backward_gives_autograd_s_bits(train_set):
+    images, labels = train_set
+    # At the initial weights and at trained ones, on batches of 1, 4 and 7 images.
+    for net in (model.initial_net(3), fit(train_set)[0]):
+        params = [p.detach() for p in net.parameters()]
+        for n in (1, 4, 7):
+            ours = training._by_hand(params, images[:n], labels[:n])
+            theirs = training._autograd(net)(images[:n], labels[:n])
+            assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+            assert all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2], strict=True))
+
+
+def test_the_net_trains_with_the_hand_written_backward(train_set, monkeypatch, capsys):
+    calls = []
+    by_hand = training._by_hand
+    monkeypatch.setattr(training, "_by_hand", lambda *args: calls.append(1) or by_hand(*args))
+    _, result, _ = fit(train_set)
+    assert len(calls) == result.steps + 1  # the check, then every step
+    assert capsys.readouterr().err.count("autograd") == 0
+
+
+class ScaledLogits(model.Net):
+    """The Net's parameters computing another function."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class DeeperNet(model.Net):
+    """One more layer: more parameters than the hand-written backward takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc4 = torch.nn.Linear(10, 10)
+
+    def forward(self, x):
+        return self.fc4(F.relu(super().forward(x)))
+
+
+class PaddedNet(model.Net):
+    """Ten parameters, but shapes that the hand-written backward's layers do not produce."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv2 = torch.nn.Conv2d(6, 16, 5, padding=1)  # -> 16x10x10, pooled to 16x5x5
+        self.fc1 = torch.nn.Linear(16 * 5 * 5, 120)
+
+
+class DropoutNet(model.Net):
+    """Draws from the global RNG in every forward: the check must not shift its stream."""
+
+    def forward(self, x):
+        return F.dropout(super().forward(x), 0.2)
+
+
+class BatchNormNet(model.Net):
+    """Has running statistics: the check must not update them."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(6)
+
+    def forward(self, x):
+        return super().forward(self.norm(x.expand(-1, 6, -1, -1)).mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize("edited", [ScaledLogits, DeeperNet, PaddedNet, DropoutNet, BatchNormNet])
+def test_an_edited_net_trains_with_autograd_as_the_tutorial_s_loop_does(train_set, edited, capsys):
+    net = edited()
+    reference = copy.deepcopy(net)
+    torch.manual_seed(0)
+    net, result, _ = fit(train_set, net=net)
+    assert "training uses autograd" in capsys.readouterr().err
+    torch.manual_seed(0)
+    reference, points = tutorial_loop(train_set, **HYPER, net=reference)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 reference.state_dict().values(), strict=True))
+    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
 
 
 def test_log_points_fall_every_log_every_steps_across_epochs(train_set):
