@@ -14,7 +14,12 @@ from fashion.errors import FashionError
 
 
 class Net(nn.Module):
-    """LeNet-style CNN of the tutorial, with its layer and parameter names."""
+    """LeNet-style CNN of the tutorial, with its layer and parameter names.
+
+    training._by_hand computes this forward and its backward on the CPU without autograd; after
+    an edit here, training notices the difference, says so and uses autograd until it is edited
+    to match.
+    """
 
     def __init__(self):
         super().__init__()

@@ -45,8 +45,9 @@ def cpu_threads(batch_size: int) -> int:
     """Threads for a CPU run; results are the same for any count (see determinism.configure).
 
     At small batches the operations are too small to split well: on an idle 2-core machine two
-    threads were 5% faster than one at batch 4, but with the other core busy (a TensorBoard
-    server, a second queued experiment) a step took 3.8 ms on two threads against 0.85 ms on one.
+    threads were 3 to 6% faster than one at batch 4, but with the other core busy (a TensorBoard
+    server, a second queued experiment) a step took 1.9 to 11 ms on two threads against 0.6 ms on
+    one.
     """
     return 1 if batch_size < 32 else torch.get_num_threads()
 
@@ -91,9 +92,10 @@ def _by_hand(params, x, y):
     """What `_autograd` computes for model.Net, calling the kernels autograd calls, one by one.
 
     At the tutorial's batch of 4 a CPU step is some 60 small kernels, and the autograd engine
-    around them (recording the graph, then walking it) took a quarter of each step. This mirrors Net.forward and the backward functions PyTorch registers for each of its
-    operations (derivatives.yaml), in the same order and memory layouts, so the bits are the
-    same; `_gradient_function` checks that before training with it.
+    around them (recording the graph, then walking it) took a quarter of each step. This mirrors
+    Net.forward and the backward functions PyTorch registers for each of its operations
+    (derivatives.yaml), in the same order and memory layouts, so the bits are the same;
+    `_gradient_function` checks that before training with it.
     """
     aten = torch.ops.aten
     pool = ([2, 2], [2, 2])  # kernel, stride: Net's MaxPool2d(2, 2)
@@ -107,7 +109,8 @@ def _by_hand(params, x, y):
     h4 = F.relu(F.linear(h3, w4, b4))
     out = F.linear(h4, w5, b5)
     log_p = F.log_softmax(out, 1)
-    loss, total_weight = aten.nll_loss_forward(log_p, y, None, 1, -100)  # 1: mean; -100: none ignored
+    # F.cross_entropy's defaults: reduction 1 is the mean, and ignore_index -100 ignores no class.
+    loss, total_weight = aten.nll_loss_forward(log_p, y, None, 1, -100)
 
     g = aten.nll_loss_backward(torch.ones_like(loss), log_p, y, None, 1, -100, total_weight)
     g = aten._log_softmax_backward_data(g, log_p, 1, log_p.dtype)
@@ -135,7 +138,8 @@ def _gradient_function(net, x, y) -> GradientFunction:
     A GPU runs the step as a CUDA graph, whose replay costs nothing for the engine; there the
     autograd step is kept. A Net edited to another architecture fails the check and trains with
     autograd, instead of with the backward of the old one. The check leaves no trace: autograd
-    runs on a copy of the net (buffers such as batch-norm statistics stay), under a forked RNG.
+    runs on a copy of the net (batch-norm statistics, say, stay as they were), under a forked
+    RNG (dropout draws no numbers from the training's stream).
     """
     if x.device.type != "cpu":
         return _autograd(net)
