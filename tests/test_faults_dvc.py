@@ -97,7 +97,8 @@ def test_the_readme_s_recipe_returns_to_the_commit_after_a_refused_experiment(tm
 
     # A value of the same length, refused at once: the case in which git loses sight of the edit.
     failed = dvc(repo, env, "exp", "run", "-S", "batch_size=0", check=False)
-    assert failed.returncode != 0 and "batch_size must be an integer from 1 to 2**63 - 1, got 0" in failed.stderr
+    assert failed.returncode != 0
+    assert "batch_size must be an integer from 1 to 2**63 - 1, got 0" in failed.stderr
     assert b"batch_size: 0" in (repo / "params.yaml").read_bytes()
 
     run(["bash", "-euo", "pipefail", "-c", recipe], repo, env)

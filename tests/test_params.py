@@ -78,11 +78,12 @@ def test_missing_key_names_it(tmp_path):
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         params.load(tmp_path / "absent.yaml", ())
-    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: while parsing a flow sequence, expected ',' or ']', but "
-                                          r"got '<stream end>'\); fix it there$"):
+    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: while parsing a flow sequence, "
+                                          r"expected ',' or ']', but got '<stream end>'\); fix it there$"):
         params.load(write(tmp_path, "lr: [0.1\n"), ())
-    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: while constructing a mapping, found duplicate key \"lr\" "
-                                          r"with value \"0.02\" \(original value: \"0.01\"\)\)"):
+    with pytest.raises(ParamsError, match=r"is not valid YAML \(line 2: while constructing a mapping, "
+                                          r"found duplicate key \"lr\" with value \"0.02\" "
+                                          r"\(original value: \"0.01\"\)\)"):
         params.load(write(tmp_path, "lr: 0.01\nlr: 0.02\n"), ())
     with pytest.raises(ParamsError, match="must be a mapping"):
         params.load(write(tmp_path, "- lr\n"), ())
