@@ -1,5 +1,8 @@
-import copy
+import hashlib
+import importlib.util
+import inspect
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import torch.nn.functional as F
 
 from fashion import data, determinism, model, synthetic, training
 from fashion.errors import FashionError, TrainingError, memory_errors_explained
+from tests.conftest import ROOT
 from tests.faults import allocate_too_much
 
 HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=7, seed=3)
@@ -19,12 +23,13 @@ def train_set():
     return data.normalize(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
 
 
-def fit(train_set, net=None, **changes):
+def fit(train_set, net=None, by_hand=True, **changes):
+    """`train` as the train stage calls it: with the hand-written backward where it applies."""
     determinism.configure("cpu")
     hyper = {**HYPER, **changes}
     net = model.initial_net(hyper["seed"]) if net is None else net
     logged = []
-    result = training.train(net, *train_set, **hyper,
+    result = training.train(net, *train_set, **hyper, by_hand=by_hand,
                             on_log=lambda point, x, y: logged.append((point, x.clone(), y.clone())))
     return net, result, logged
 
@@ -68,81 +73,99 @@ def test_same_weights_losses_and_accuracies_as_the_tutorials_loop(train_set, mom
 
 def test_the_hand_written_backward_gives_autograd_s_bits(train_set):
     images, labels = train_set
-    # At the initial weights and at trained ones, on batches of 1, 4 and 7 images.
-    for net in (model.initial_net(3), fit(train_set)[0]):
-        params = [p.detach() for p in net.parameters()]
-        for n in (1, 4, 7):
-            ours = training._by_hand(params, images[:n], labels[:n])
-            theirs = training._autograd(net)(images[:n], labels[:n])
-            assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
-            assert all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2], strict=True))
+    before = torch.get_num_threads()
+    try:
+        # At the initial weights and at trained ones, on one thread and two, on batches of 1, 4
+        # and 7, and of 16 and 48, for which PyTorch may choose other convolution kernels.
+        for net in (model.initial_net(3), fit(train_set)[0]):
+            params = [p.detach() for p in net.parameters()]
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                for n in (1, 4, 7, 16, 48):
+                    ours = training._by_hand(params, images[:n], labels[:n])
+                    theirs = training._autograd(net)(images[:n], labels[:n])
+                    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
+                    assert all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2], strict=True))
+    finally:
+        torch.set_num_threads(before)
 
 
-def test_the_net_trains_with_the_hand_written_backward(train_set, monkeypatch, capsys):
-    calls = []
-    by_hand = training._by_hand
+def count_by_hand(monkeypatch) -> list:
+    """The calls of the hand-written backward from here on, one item each."""
+    calls, by_hand = [], training._by_hand
     monkeypatch.setattr(training, "_by_hand", lambda *args: calls.append(1) or by_hand(*args))
+    return calls
+
+
+def test_the_stage_s_net_trains_with_the_hand_written_backward(train_set, monkeypatch, capsys):
+    calls = count_by_hand(monkeypatch)
     _, result, _ = fit(train_set)
     assert len(calls) == result.steps + 1  # the check, then every step
-    assert capsys.readouterr().err.count("autograd") == 0
+    assert "Note" not in capsys.readouterr().err
 
 
-class ScaledLogits(model.Net):
-    """The Net's parameters computing another function."""
+def test_train_uses_autograd_unless_asked_and_by_hand_only_for_the_net(train_set, monkeypatch):
+    calls = count_by_hand(monkeypatch)
+    fit(train_set, by_hand=False)
+    assert calls == []
 
-    def forward(self, x):
-        return 2 * super().forward(x)
+    class Wider(model.Net):
+        pass
 
-
-class DeeperNet(model.Net):
-    """One more layer: more parameters than the hand-written backward takes."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc4 = torch.nn.Linear(10, 10)
-
-    def forward(self, x):
-        return self.fc4(F.relu(super().forward(x)))
+    with pytest.raises(TypeError, match="by_hand applies to model.Net, not to Wider"):
+        fit(train_set, net=Wider())
 
 
-class PaddedNet(model.Net):
-    """Ten parameters, but shapes that the hand-written backward's layers do not produce."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv2 = torch.nn.Conv2d(6, 16, 5, padding=1)  # -> 16x10x10, pooled to 16x5x5
-        self.fc1 = torch.nn.Linear(16 * 5 * 5, 120)
-
-
-class DropoutNet(model.Net):
-    """Draws from the global RNG in every forward: the check must not shift its stream."""
-
-    def forward(self, x):
-        return F.dropout(super().forward(x), 0.2)
+def edited_model(tmp_path, monkeypatch, old: str, new: str):
+    """fashion/model.py with one edit, imported as a module of its own."""
+    source = (ROOT / "fashion/model.py").read_text()
+    assert source.count(old) == 1
+    path = tmp_path / "edited_model.py"
+    path.write_text(source.replace(old, new))
+    spec = importlib.util.spec_from_file_location("edited_model", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "edited_model", module)  # where inspect looks for its source
+    spec.loader.exec_module(module)
+    return module
 
 
-class BatchNormNet(model.Net):
-    """Has running statistics: the check must not update them."""
+def test_an_edited_net_trains_with_autograd_and_the_note_says_what_to_update(
+        train_set, tmp_path, monkeypatch, capsys):
+    # ReLU6 is ReLU below 6, so at the initial weights a check of the bits alone could pass it.
+    edited = edited_model(tmp_path, monkeypatch, "x = F.relu(self.fc1(x))",
+                          "x = F.relu6(self.fc1(x))")
+    monkeypatch.setattr(training, "model", edited)
+    calls = count_by_hand(monkeypatch)
+    net, result, _ = fit(train_set, net=edited.initial_net(HYPER["seed"]))
+    source = hashlib.sha256(inspect.getsource(edited.Net).encode()).hexdigest()
+    assert f"set BY_HAND_NET_SHA256 in fashion/training.py to {source}." in capsys.readouterr().err
+    assert calls == []
+    reference, points = tutorial_loop(train_set, **HYPER, net=edited.initial_net(HYPER["seed"]))
+    assert torch.equal(weights(net), weights(reference))
+    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
 
-    def __init__(self):
-        super().__init__()
-        self.norm = torch.nn.BatchNorm2d(6)
 
-    def forward(self, x):
-        return super().forward(self.norm(x.expand(-1, 6, -1, -1)).mean(1, keepdim=True))
+@pytest.mark.parametrize("slip", ["loss", "outputs", "a gradient"])
+def test_a_hand_written_backward_off_autograd_s_bits_is_not_used(train_set, monkeypatch, capsys,
+                                                                  slip):
+    by_hand = training._by_hand
 
+    def slipped(params, x, y):
+        loss, out, grads = by_hand(params, x, y)
+        nudge = 1 + 2**-20  # a few units in the last place
+        if slip == "loss":
+            loss = loss * nudge
+        elif slip == "outputs":
+            out = out * nudge
+        else:
+            grads = [*grads[:4], grads[4] * nudge, *grads[5:]]
+        return loss, out, grads
 
-@pytest.mark.parametrize("edited", [ScaledLogits, DeeperNet, PaddedNet, DropoutNet, BatchNormNet])
-def test_an_edited_net_trains_with_autograd_as_the_tutorial_s_loop_does(train_set, edited, capsys):
-    net = edited()
-    reference = copy.deepcopy(net)
-    torch.manual_seed(0)
-    net, result, _ = fit(train_set, net=net)
-    assert "training uses autograd" in capsys.readouterr().err
-    torch.manual_seed(0)
-    reference, points = tutorial_loop(train_set, **HYPER, net=reference)
-    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
-                                                 reference.state_dict().values(), strict=True))
+    monkeypatch.setattr(training, "_by_hand", slipped)
+    net, result, _ = fit(train_set)
+    assert "training._by_hand does not give the bits of autograd" in capsys.readouterr().err
+    reference, points = tutorial_loop(train_set, **HYPER)
+    assert torch.equal(weights(net), weights(reference))
     assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
 
 
