@@ -1,6 +1,5 @@
 import hashlib
 import importlib.util
-import inspect
 import json
 import sys
 
@@ -97,29 +96,39 @@ def count_by_hand(monkeypatch) -> list:
     return calls
 
 
-def test_the_stage_s_net_trains_with_the_hand_written_backward(train_set, monkeypatch, capsys):
+def test_the_net_trains_with_the_hand_written_backward(train_set, monkeypatch, capsys):
     calls = count_by_hand(monkeypatch)
     _, result, _ = fit(train_set)
     assert len(calls) == result.steps + 1  # the check, then every step
     assert "Note" not in capsys.readouterr().err
 
 
-def test_train_uses_autograd_unless_asked_and_by_hand_only_for_the_net(train_set, monkeypatch):
+def test_the_train_stage_asks_for_the_hand_written_backward(tmp_path, data_dir, monkeypatch,
+                                                           capsys):
+    calls = count_by_hand(monkeypatch)
+    result = train_stage(data_dir, tmp_path)
+    assert len(calls) == result.steps + 1
+    assert "Note" not in capsys.readouterr().err
+
+
+def test_train_uses_autograd_unless_asked_or_for_another_net(train_set, monkeypatch, capsys):
     calls = count_by_hand(monkeypatch)
     fit(train_set, by_hand=False)
-    assert calls == []
+    assert calls == [] and "Note" not in capsys.readouterr().err
 
     class Wider(model.Net):
         pass
 
-    with pytest.raises(TypeError, match="by_hand applies to model.Net, not to Wider"):
-        fit(train_set, net=Wider())
+    fit(train_set, net=Wider())
+    assert calls == []
+    assert "Note: training._by_hand is written for model.Net, not Wider; training uses autograd" \
+        in capsys.readouterr().err
 
 
-def edited_model(tmp_path, monkeypatch, old: str, new: str):
-    """fashion/model.py with one edit, imported as a module of its own."""
+def edited_model(tmp_path, monkeypatch, old: str = "", new: str = ""):
+    """fashion/model.py with one edit (or none), imported as a module of its own."""
     source = (ROOT / "fashion/model.py").read_text()
-    assert source.count(old) == 1
+    assert source.count(old) == 1 or not old
     path = tmp_path / "edited_model.py"
     path.write_text(source.replace(old, new))
     spec = importlib.util.spec_from_file_location("edited_model", path)
@@ -129,23 +138,41 @@ def edited_model(tmp_path, monkeypatch, old: str, new: str):
     return module
 
 
-def test_an_edited_net_trains_with_autograd_and_the_note_says_what_to_update(
-        train_set, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("old, new", [
     # ReLU6 is ReLU below 6, so at the initial weights a check of the bits alone could pass it.
-    edited = edited_model(tmp_path, monkeypatch, "x = F.relu(self.fc1(x))",
-                          "x = F.relu6(self.fc1(x))")
+    ("x = F.relu(self.fc1(x))", "x = F.relu6(self.fc1(x))"),
+    # Outside the class: a reparametrised layer, with one parameter more.
+    ("        return Net()",
+     "        net = Net()\n        nn.utils.parametrizations.weight_norm(net.fc1)\n        return net"),
+])
+def test_an_edited_model_trains_with_autograd_and_the_note_says_what_to_update(
+        train_set, tmp_path, monkeypatch, capsys, old, new):
+    edited = edited_model(tmp_path, monkeypatch, old, new)
     monkeypatch.setattr(training, "model", edited)
     calls = count_by_hand(monkeypatch)
     net, result, _ = fit(train_set, net=edited.initial_net(HYPER["seed"]))
-    source = hashlib.sha256(inspect.getsource(edited.Net).encode()).hexdigest()
-    assert f"set BY_HAND_NET_SHA256 in fashion/training.py to {source}." in capsys.readouterr().err
+    source = hashlib.sha256((tmp_path / "edited_model.py").read_bytes()).hexdigest()
+    assert f"set BY_HAND_MODEL_SHA256 in fashion/training.py to {source}; training uses autograd" \
+        in capsys.readouterr().err
     assert calls == []
     reference, points = tutorial_loop(train_set, **HYPER, net=edited.initial_net(HYPER["seed"]))
     assert torch.equal(weights(net), weights(reference))
     assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
 
 
-@pytest.mark.parametrize("slip", ["loss", "outputs", "a gradient"])
+def test_a_model_without_its_source_file_trains_with_autograd(train_set, tmp_path, monkeypatch,
+                                                              capsys):
+    unread = edited_model(tmp_path, monkeypatch)
+    (tmp_path / "edited_model.py").unlink()  # imported, but its source is gone
+    monkeypatch.setattr(training, "model", unread)
+    calls = count_by_hand(monkeypatch)
+    fit(train_set, net=unread.initial_net(HYPER["seed"]))
+    assert calls == []
+    assert "Note: fashion/model.py cannot be read to check that training._by_hand is written for " \
+        "it; training uses autograd" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("slip", ["loss", "outputs", *range(10)])  # or the gradient of parameter i
 def test_a_hand_written_backward_off_autograd_s_bits_is_not_used(train_set, monkeypatch, capsys,
                                                                   slip):
     by_hand = training._by_hand
@@ -158,7 +185,7 @@ def test_a_hand_written_backward_off_autograd_s_bits_is_not_used(train_set, monk
         elif slip == "outputs":
             out = out * nudge
         else:
-            grads = [*grads[:4], grads[4] * nudge, *grads[5:]]
+            grads = [g * nudge if i == slip else g for i, g in enumerate(grads)]
         return loss, out, grads
 
     monkeypatch.setattr(training, "_by_hand", slipped)
