@@ -155,8 +155,9 @@ def _gradient_function(net, x, y, by_hand: bool) -> GradientFunction:
     of the bits guards against another PyTorch, whose kernels or backward formulas may differ.
     Where it does not apply, training says why on stderr and uses autograd.
     """
+    reference = _autograd(net)
     if not by_hand or x.device.type != "cpu":
-        return _autograd(net)
+        return reference
     source = _model_source_sha256()
     if source is None:
         why = "fashion/model.py cannot be read to check that training._by_hand is written for it"
@@ -168,13 +169,13 @@ def _gradient_function(net, x, y, by_hand: bool) -> GradientFunction:
         why = f"training._by_hand is written for model.Net, not {type(net).__name__}"
     else:
         params = [p.detach() for p in net.parameters()]
-        ours, theirs = _by_hand(params, x, y), _autograd(net)(x, y)
+        ours, theirs = _by_hand(params, x, y), reference(x, y)
         if all(torch.equal(a, b) for a, b in zip((*ours[:2], *ours[2]), (*theirs[:2], *theirs[2]),
                                                  strict=True)):
             return functools.partial(_by_hand, params)
         why = f"training._by_hand does not give the bits of autograd in PyTorch {torch.__version__}"
     click.echo(f"Note: {why}; training uses autograd, about a third slower on the CPU.", err=True)
-    return _autograd(net)
+    return reference
 
 
 def _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct):

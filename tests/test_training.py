@@ -61,12 +61,17 @@ def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed, 
     return net, points
 
 
+def assert_trained_as_the_tutorial_loop(train_set, net, result, hyper=HYPER, start=None):
+    """`train`'s weights and log points are those of the tutorial's loop from `start`'s weights."""
+    reference, points = tutorial_loop(train_set, **hyper, net=start)
+    assert torch.equal(weights(net), weights(reference))
+    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+
+
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
 def test_same_weights_losses_and_accuracies_as_the_tutorials_loop(train_set, momentum):
     net, result, _ = fit(train_set, momentum=momentum)
-    reference, points = tutorial_loop(train_set, **{**HYPER, "momentum": momentum})
-    assert torch.equal(weights(net), weights(reference))
-    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+    assert_trained_as_the_tutorial_loop(train_set, net, result, {**HYPER, "momentum": momentum})
     assert len({p.accuracy for p in result.points}) > 1  # the windows differ: a real count
 
 
@@ -155,9 +160,8 @@ def test_an_edited_model_trains_with_autograd_and_the_note_says_what_to_update(
     assert f"set BY_HAND_MODEL_SHA256 in fashion/training.py to {source}; training uses autograd" \
         in capsys.readouterr().err
     assert calls == []
-    reference, points = tutorial_loop(train_set, **HYPER, net=edited.initial_net(HYPER["seed"]))
-    assert torch.equal(weights(net), weights(reference))
-    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+    assert_trained_as_the_tutorial_loop(train_set, net, result,
+                                        start=edited.initial_net(HYPER["seed"]))
 
 
 def test_a_model_without_its_source_file_trains_with_autograd(train_set, tmp_path, monkeypatch,
@@ -191,9 +195,7 @@ def test_a_hand_written_backward_off_autograd_s_bits_is_not_used(train_set, monk
     monkeypatch.setattr(training, "_by_hand", slipped)
     net, result, _ = fit(train_set)
     assert "training._by_hand does not give the bits of autograd" in capsys.readouterr().err
-    reference, points = tutorial_loop(train_set, **HYPER)
-    assert torch.equal(weights(net), weights(reference))
-    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+    assert_trained_as_the_tutorial_loop(train_set, net, result)
 
 
 def test_log_points_fall_every_log_every_steps_across_epochs(train_set):
