@@ -59,10 +59,10 @@ def stage_command(func):
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
         except KeyboardInterrupt:
-            click.echo("Interrupted; finished outputs were kept, partial ones removed.", err=True)
+            click.echo("Interrupted; this stage replaced none of its outputs.", err=True)
             sys.exit(130)
         except Terminated:
-            click.echo("Terminated; finished outputs were kept, partial ones removed.", err=True)
+            click.echo("Terminated; this stage replaced none of its outputs.", err=True)
             sys.exit(143)
 
     return wrapper

@@ -11,7 +11,7 @@ import numpy as np
 
 from fashion.errors import DataError
 
-# torch is imported inside the two functions that call it: the fetch stage needs only the names
+# torch is imported inside the functions that call it: the fetch stage needs only the names
 # and checksums here, and importing torch would cost it a few seconds per run.
 if TYPE_CHECKING:
     import torch

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fashion import data, determinism, fileio, model, provenance
-from fashion.errors import memory_errors_explained
+from fashion.errors import FashionError, memory_errors_explained
 from fashion.tensorboard_writer import run_writer
 
 PARAMS = ("device",)
@@ -88,25 +88,29 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     net = model.load(model_path)
     with memory_errors_explained(device):
         logits = predict(net.to(device), data.normalize(images).to(device))
+    if not logits.isfinite().all():
+        raise FashionError(f"{model_path} gives outputs that are not finite numbers, as a model "
+                           "from diverged training does: retrain it with a lower lr")
     probs = F.softmax(logits, dim=1)
     curves = pr_curves(probs, labels)
     metrics = summarize(logits, labels, curves)
 
-    with run_writer(logdir) as writer:
-        for c, name in enumerate(data.CLASSES):
-            writer.add_pr_curve(name, labels == c, probs[:, c], global_step=0)
-
     predicted = logits.argmax(dim=1)
-    fileio.write_text(confusion_path, "actual,predicted\n" + "".join(
-        f"{data.CLASSES[a]},{data.CLASSES[p]}\n" for a, p in zip(labels.tolist(), predicted.tolist())))
-    with fileio.staged_dir(pr_dir) as staging:
+    with fileio.outputs() as out:
+        with run_writer(logdir, out) as writer:
+            for c, name in enumerate(data.CLASSES):
+                writer.add_pr_curve(name, labels == c, probs[:, c], global_step=0)
+        out.file(confusion_path, ("actual,predicted\n" + "".join(
+            f"{data.CLASSES[a]},{data.CLASSES[p]}\n"
+            for a, p in zip(labels.tolist(), predicted.tolist()))).encode())
+        pr = out.directory(pr_dir)
         for slug, (precision, recall, threshold) in zip(data.CLASS_SLUGS, curves):
             rows = _thin(list(zip(threshold.tolist(), precision.tolist(), recall.tolist())),
                          CURVE_POINTS)
-            (staging / f"{slug}.csv").write_text("threshold,precision,recall\n" + "".join(
+            (pr / f"{slug}.csv").write_text("threshold,precision,recall\n" + "".join(
                 f"{t!r},{p!r},{r!r}\n" for t, p, r in rows))
-    fileio.write_json(metrics_path, metrics)
-    fileio.write_json(provenance_path, provenance.record(device, params, data_dir))
+        out.file(metrics_path, fileio.json_bytes(metrics))
+        out.file(provenance_path, fileio.json_bytes(provenance.record(device, params, data_dir)))
     click.echo(f"test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
                f"on {len(labels)} images", err=True)
     return metrics

@@ -4,6 +4,7 @@ The logs of an experiment are cached DVC outputs at its revision; DVCFileSystem 
 the cache without checking anything out, so the user's workspace stays as it is.
 """
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -65,17 +66,18 @@ def gather(repo: Path, out: Path) -> tuple[list[str], list[str]]:
     out.mkdir(parents=True, exist_ok=True)
     copied, uncached = [], []
     for experiment in list_experiments(repo):
-        fs = DVCFileSystem(str(repo), rev=experiment.rev)
-        present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]  # answered by dvc.lock
-        if not present:
-            continue  # a commit without pipeline results
-        target = out / experiment.label.replace("/", "_")
-        try:
-            for logdir in present:
-                fs.get(logdir, str(target / Path(logdir).name), recursive=True)
-        except (DataIndexError, FileNotFoundError):
-            shutil.rmtree(target, ignore_errors=True)
-            uncached.append(experiment.label)
-            continue
+        # Closed at once: each holds open files of the repository at its revision.
+        with contextlib.closing(DVCFileSystem(str(repo), rev=experiment.rev)) as fs:
+            present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]  # answered by dvc.lock
+            if not present:
+                continue  # a commit without pipeline results
+            target = out / experiment.label.replace("/", "_")
+            try:
+                for logdir in present:
+                    fs.get(logdir, str(target / Path(logdir).name), recursive=True)
+            except (DataIndexError, FileNotFoundError):
+                shutil.rmtree(target, ignore_errors=True)
+                uncached.append(experiment.label)
+                continue
         copied.append(target.name)
     return copied, uncached

@@ -32,8 +32,8 @@ CHUNK = 2**20
 BACKOFF = 0.5  # seconds before the first retry of a source; doubled for each further one
 SOURCES_HINT = ("FASHION_MNIST_MIRROR (or --mirror) takes comma-separated http(s):// URLs, "
                 "file:// URLs or directories")
-LOCAL_HINT = ("set FASHION_MNIST_MIRROR to a directory or URL holding the four .gz files, for "
-              "example /usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
+LOCAL_COPY = ("a directory or URL holding the four .gz files, for example "
+              "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
 
 
 @dataclass(frozen=True)
@@ -231,8 +231,11 @@ def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float,
             if source != sources[-1]:
                 # Say so now: when a later source succeeds, this is the only trace of the failure.
                 click.echo(f"{where}: {exc}; trying the next source", err=True)
+    defaults = [source.location for source in sources] == list(DEFAULT_MIRRORS)
     raise FetchError(f"no source delivered a verified {name}.gz; tried:\n" + "\n".join(failures)
-                     + f"\nTo use a local copy, {LOCAL_HINT}.")
+                     + (f"\nTo use a local copy, set FASHION_MNIST_MIRROR to {LOCAL_COPY}." if defaults else
+                        f"\nCheck FASHION_MNIST_MIRROR (or --mirror): each source should be "
+                        f"{LOCAL_COPY}."))
 
 
 def run(*, dest: Path, mirror: str | None, checksums: str | None, timeout: float, retries: int,

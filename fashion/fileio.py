@@ -1,6 +1,9 @@
-"""Writes that leave either the previous output or the complete new one, never half a file."""
+"""Writes that leave either the previous outputs or the complete new ones: never half a file, and
+never some outputs of a run beside others of an earlier one."""
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import shutil
@@ -11,39 +14,23 @@ from pathlib import Path
 from fashion.errors import FashionError
 
 
-def _read_umask() -> int:
-    umask = os.umask(0)  # the only way to read it; done once, at import, before any thread starts
-    os.umask(umask)
-    return umask
-
-
-# mkstemp makes its file private; outputs are shared files, like any other the user creates.
-SHARED_FILE_MODE = 0o666 & ~_read_umask()
-
-
 def _clear_leftovers(path: Path) -> None:
     # A process killed with SIGKILL cannot clean up; the next write of the same output does.
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
 
 
+def json_bytes(obj) -> bytes:
+    # allow_nan=False: NaN is not JSON, and DVC cannot read it back.
+    return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clear_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), SHARED_FILE_MODE)
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with outputs() as staged:
+        staged.file(path, data)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -51,8 +38,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
-    # allow_nan=False: NaN is not JSON, and DVC cannot read it back.
-    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    write_bytes(path, json_bytes(obj))
 
 
 def _refuse_to_replace_a_holder(path: Path) -> None:
@@ -67,27 +53,89 @@ def _refuse_to_replace_a_holder(path: Path) -> None:
                                "directory of its own")
 
 
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+class Outputs:
+    """A stage's outputs, replaced together.
+
+    Each output is written in full in a hidden directory beside its destination. Only when all are
+    complete are they renamed into place, and a failure or an interrupt (Ctrl-C, SIGTERM) before
+    the last rename puts every previous output back: a failed stage changes none of its outputs.
+    """
+
+    def __init__(self):
+        self._staged: list[tuple[Path, Path]] = []  # (destination, its hidden work directory)
+
+    def _work(self, path: Path) -> Path:
+        target = Path(os.path.abspath(path))
+        for other, _ in self._staged:
+            other = Path(os.path.abspath(other))
+            if target == other or other in target.parents or target in other.parents:
+                raise FashionError(f"{path} is given for two outputs, or one holds the other; "
+                                   "give each output a path of its own")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_leftovers(path)
+        # One hidden directory holds the new output and, during the swap, the previous one: an
+        # interrupt between two renames can then put the previous one back, and a single
+        # removal cleans up whatever happened.
+        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        self._staged.append((path, work))
+        return work / "new"
+
+    def file(self, path: str | Path, data: bytes) -> None:
+        """Stage `data` as the new content of the file `path`."""
+        path = Path(path)
+        new = self._work(path)
+        if path.is_dir() and not path.is_symlink():  # a mistyped path: never swap a folder away
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        # open() honours the umask, unlike mkstemp: outputs are shared files, like any other
+        # the user creates.
+        new.write_bytes(data)
+
+    def directory(self, path: str | Path) -> Path:
+        """An empty directory to fill with the new content of the directory `path`."""
+        path = Path(path)
+        _refuse_to_replace_a_holder(path)
+        new = self._work(path)
+        new.mkdir()  # unlike mkdtemp's private mode, honours the umask: outputs are shared
+        return new
+
+    def _replace_all(self) -> None:
+        swapped = []
+        try:
+            for path, work in self._staged:
+                swapped.append((path, work))
+                if _exists(path):
+                    os.replace(path, work / "old")
+                os.replace(work / "new", path)
+        except BaseException:
+            for path, work in reversed(swapped):
+                if not _exists(work / "new") and _exists(path):  # the new output is in place
+                    os.replace(path, work / "new")
+                if _exists(work / "old"):
+                    os.replace(work / "old", path)
+            raise
+
+    def _remove_work(self) -> None:
+        for _, work in self._staged:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def outputs() -> Iterator[Outputs]:
+    """Stage outputs in the block; they replace the previous ones together when it succeeds."""
+    staged = Outputs()
+    try:
+        yield staged
+        staged._replace_all()
+    finally:
+        staged._remove_work()
+
+
 @contextlib.contextmanager
 def staged_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty directory beside `path`; on success it replaces `path`, on failure it goes."""
-    path = Path(path)
-    _refuse_to_replace_a_holder(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _clear_leftovers(path)
-    # One hidden directory holds the new output and, during the swap, the previous one: an
-    # interrupt (Ctrl-C, SIGTERM) between the two renames can then put the previous one back,
-    # and a single removal cleans up whatever happened.
-    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    new, old = work / "new", work / "old"
-    try:
-        new.mkdir()  # unlike mkdtemp's private mode, honours the umask: outputs are shared
-        yield new
-        if path.exists() or path.is_symlink():
-            os.replace(path, old)
-        os.replace(new, path)
-    except BaseException:
-        if (old.exists() or old.is_symlink()) and not (path.exists() or path.is_symlink()):
-            os.replace(old, path)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with outputs() as staged:
+        yield staged.directory(path)

@@ -46,11 +46,15 @@ def initial_net(seed: int) -> Net:
         return Net()
 
 
-def save(net: Net, path: str | Path) -> None:
-    """Save the state_dict on the CPU; the same weights always give the same bytes."""
+def serialize(net: Net) -> bytes:
+    """The state_dict on the CPU, as torch.save writes it; the same weights give the same bytes."""
     buffer = io.BytesIO()  # a file name would end up inside the zip archive; a buffer's does not
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buffer)
-    fileio.write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save(net: Net, path: str | Path) -> None:
+    fileio.write_bytes(path, serialize(net))
 
 
 def load(path: str | Path) -> Net:

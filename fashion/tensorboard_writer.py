@@ -56,9 +56,11 @@ def canonicalize(logdir: Path) -> None:
 
 
 @contextlib.contextmanager
-def run_writer(logdir: str | Path) -> Iterator[SummaryWriter]:
-    """A SummaryWriter for one stage's logdir, which replaces `logdir` only on success."""
-    with fileio.staged_dir(logdir) as staging:
+def run_writer(logdir: str | Path, outputs: fileio.Outputs | None = None) -> Iterator[SummaryWriter]:
+    """A SummaryWriter for one stage's logdir, which replaces `logdir` only on success: together
+    with the stage's other `outputs` where given."""
+    with contextlib.nullcontext(outputs) if outputs else fileio.outputs() as staged:
+        staging = staged.directory(logdir)
         writer = SummaryWriter(str(staging))
         try:
             yield writer

@@ -137,7 +137,7 @@ def _by_hand(params, x, y):
 # The SHA-256 of fashion/model.py, whose Net `_by_hand` was written for and checked against. Any
 # edit there changes it (the class, a helper it calls, initial_net), and training then uses
 # autograd until `_by_hand` is brought in line and this is updated.
-BY_HAND_MODEL_SHA256 = "46feda3b2fe01e4955c8db3340fc5ecda01c2ea13acb39bf0eb8d4d9878f7b4e"
+BY_HAND_MODEL_SHA256 = "f760168b4eec567c628c4d6bd8ced0218af0bb88878bc89eaee462655f87dcdc"
 
 
 def _model_source_sha256() -> str | None:
@@ -286,6 +286,12 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
         if window_steps and not math.isfinite(loss_sum.item()):
             close_window()  # raises: a diverged epoch stops here, not at the next log point
     final = close_window() if window_steps else points[-1]
+    # Each loss is that of the weights before their update, so the last update is checked here,
+    # on the last mini-batch: a huge lr can also leave finite weights whose outputs overflow.
+    with torch.no_grad():
+        if not net(x).isfinite().all():
+            raise TrainingError(f"training diverged: after the last update (step {steps - 1}) the "
+                                f"network's outputs were not finite (lr={lr}); lower lr")
     return TrainResult(points, final, steps)
 
 
@@ -308,8 +314,9 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         images, labels = data.load_split(data_dir, "train")
         steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
         if params["log_every"] > steps:
-            click.echo(f"Warning: log_every is {params['log_every']} but this run has {steps} "
-                       "mini-batches, so no loss points or figures will be logged; lower "
+            batches = f"{steps} mini-batch{'' if steps == 1 else 'es'}"
+            click.echo(f"Warning: log_every is {params['log_every']} but this run has {batches}, "
+                       "so no loss points or figures will be logged; lower "
                        "log_every to see training in TensorBoard.", err=True)
         with memory_errors_explained(device, params["batch_size"]):
             images, labels = data.normalize(images).to(device), labels.to(device)
@@ -326,22 +333,23 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
                            **{k: params[k] for k in PARAMS if k != "device"})
             seconds = time.perf_counter() - start
 
-        with run_writer(logdir) as writer:
-            for point, figure in zip(result.points, figures.results(), strict=True):
-                writer.add_scalar("training loss", point.loss, point.step)
-                writer.add_scalar("training accuracy", point.accuracy, point.step)
-                writer.add_scalar("learning rate", point.lr, point.step)
-                add_serialized_summary(writer, figure, point.step)
-
-    model.save(net, model_path)
-    fileio.write_text(plots_path, "step,loss,accuracy\n" + "".join(
-        f"{p.step},{p.loss!r},{p.accuracy!r}\n" for p in result.points))
-    fileio.write_json(metrics_path, {
-        "loss": result.final.loss,
-        "accuracy": result.final.accuracy,
-        "steps": result.steps,
-    })
-    fileio.write_json(provenance_path, provenance.record(device, params, data_dir))
+        with fileio.outputs() as out:
+            with run_writer(logdir, out) as writer:
+                for point, figure in zip(result.points, figures.results(), strict=True):
+                    writer.add_scalar("training loss", point.loss, point.step)
+                    writer.add_scalar("training accuracy", point.accuracy, point.step)
+                    writer.add_scalar("learning rate", point.lr, point.step)
+                    add_serialized_summary(writer, figure, point.step)
+            out.file(model_path, model.serialize(net))
+            out.file(plots_path, ("step,loss,accuracy\n" + "".join(
+                f"{p.step},{p.loss!r},{p.accuracy!r}\n" for p in result.points)).encode())
+            out.file(metrics_path, fileio.json_bytes({
+                "loss": result.final.loss,
+                "accuracy": result.final.accuracy,
+                "steps": result.steps,
+            }))
+            out.file(provenance_path,
+                     fileio.json_bytes(provenance.record(device, params, data_dir)))
     per_second = result.steps / seconds  # under 1 for a huge batch: not to be shown as 0
     rate = f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
     click.echo(f"trained {result.steps} steps in {seconds:.2f} s ({rate} steps/s) on {device}",

@@ -113,6 +113,32 @@ def test_an_output_path_the_system_refuses_is_one_line_with_its_reason(work):
     assert_no_leftovers(work)
 
 
+@pytest.mark.parametrize("name, option, outputs", [
+    ("train", "--provenance", TRAIN_OUTPUTS), ("evaluate", "--provenance", EVALUATE_OUTPUTS),
+])
+def test_an_output_that_cannot_be_written_leaves_every_other_output_as_it_was(
+        work, name, option, outputs):
+    if name == "evaluate":
+        assert stage("train", work).returncode == 0
+    assert stage(name, work).returncode == 0
+    write_params(work, lr=0.03)  # a run whose outputs would all differ
+    before = snapshot(work)
+    (work / "blocked").write_text("a file where the stage wants a directory")
+    done = stage(name, work, option, "blocked/provenance.json")
+    assert_failed(done, "Error: File exists: blocked")
+    assert snapshot(work) == {**before, "blocked": b"a file where the stage wants a directory"}
+    assert_no_leftovers(work)
+
+
+def test_two_outputs_on_one_path_are_refused_before_anything_is_written(work):
+    done = stage("train", work, "--metrics", "out.json", "--provenance", "out.json")
+    assert_failed(done, "Error: out.json is given for two outputs, or one holds the other; give "
+                        "each output a path of its own")
+    assert_absent(work, TRAIN_OUTPUTS)
+    assert not (work / "out.json").exists()
+    assert_no_leftovers(work)
+
+
 # --- params --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message", [
@@ -197,6 +223,27 @@ def test_divergence_stops_naming_the_step_and_writes_no_model(work):
     assert_absent(work, TRAIN_OUTPUTS)
 
 
+def test_a_last_update_that_diverges_fails_and_writes_no_model(work):
+    # One step over the 200 training images: its loss, taken before the update, is finite.
+    write_params(work, lr=1e30, batch_size=200, log_every=1)
+    done = stage("train", work)
+    assert_failed(done, "Error: training diverged: after the last update (step 0) the "
+                        "network's outputs were not finite (lr=1e+30); lower lr")
+    assert_absent(work, TRAIN_OUTPUTS)
+
+
+def test_evaluate_refuses_a_model_with_non_finite_outputs_in_one_line(work):
+    net = model.initial_net(0)
+    with torch.no_grad():
+        net.fc3.bias[3] = float("nan")
+    model.save(net, work / "models/model.pt")
+    done = stage("evaluate", work)
+    assert_failed(done, "Error: models/model.pt gives outputs that are not finite numbers, as a "
+                        "model from diverged training does: retrain it with a lower lr")
+    one_line(done)
+    assert_absent(work, EVALUATE_OUTPUTS)
+
+
 def test_log_every_beyond_the_run_warns_that_nothing_will_be_logged(work):
     write_params(work, log_every=51)  # the test params give 50 mini-batches
     done = stage("train", work)
@@ -235,8 +282,8 @@ def interrupt_training(work: Path, signum: int) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("signum, code, message", [
-    (signal.SIGINT, 130, "Interrupted; finished outputs were kept, partial ones removed."),
-    (signal.SIGTERM, 143, "Terminated; finished outputs were kept, partial ones removed."),
+    (signal.SIGINT, 130, "Interrupted; this stage replaced none of its outputs."),
+    (signal.SIGTERM, 143, "Terminated; this stage replaced none of its outputs."),
 ], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_epoch_keeps_the_previous_outputs_byte_for_byte(work, signum, code, message):
     finished = stage("train", work)

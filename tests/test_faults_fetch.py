@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from fashion import data
+from fashion import fetch as fetch_module
+from fashion.errors import FetchError
 from tests import faults as fs
 from tests.conftest import ROOT
 from tests.faults import assert_failed, assert_no_leftovers, clean_env
@@ -104,7 +106,7 @@ def test_server_errors_are_retried_with_doubling_backoff(tmp_path, dataset, good
     assert "HTTP 503; retrying in 0.5 s" in done.stderr and "retrying in 1 s" in done.stderr
 
 
-def test_when_every_mirror_fails_the_message_lists_them_and_how_to_use_a_local_copy(
+def test_when_every_mirror_given_fails_the_message_lists_them_and_what_they_should_be(
         tmp_path, dataset):
     _, checksums = dataset
     dead = fs.closed_port_url()
@@ -115,10 +117,24 @@ def test_when_every_mirror_fails_the_message_lists_them_and_how_to_use_a_local_c
     assert_failed(done, f"Error: no source delivered a verified {data.FILES[0]}.gz; tried:",
                   f"  {dead}{data.FILES[0]}.gz: [Errno 111] Connection refused (2 attempts)",
                   f"  {silent.url}{data.FILES[0]}.gz: timed out (2 attempts)",
-                  "set FASHION_MNIST_MIRROR to a directory or URL holding the four .gz files")
+                  "Check FASHION_MNIST_MIRROR (or --mirror): each source should be a directory or "
+                  "URL holding the four .gz files, for example /usr/share/datasets/fashion-mnist")
+    assert "To use a local copy" not in done.stderr
     assert elapsed < 15
     assert not (tmp_path / "data/fashion-mnist").exists()
     assert_no_leftovers(tmp_path)
+
+
+def test_when_the_default_mirrors_fail_the_message_says_how_to_use_a_local_copy():
+    defaults = fetch_module.parse_sources(None)
+    # Marked unreachable for an earlier file, they are skipped: the test needs no network.
+    with pytest.raises(FetchError) as failed:
+        fetch_module.fetch_file(data.FILES[0], "0" * 64, defaults, timeout=0.5, retries=0,
+                                max_bytes=LIMIT, unreachable=dict.fromkeys(defaults, "offline"))
+    assert str(failed.value).endswith(
+        "\nTo use a local copy, set FASHION_MNIST_MIRROR to a directory or URL holding the four "
+        ".gz files, for example /usr/share/datasets/fashion-mnist from Debian's "
+        "dataset-fashion-mnist.")
 
 
 # --- bad bytes: rejected, and the next mirror's good copy fetched and verified ----------------
@@ -185,7 +201,7 @@ def test_an_interrupted_fetch_keeps_the_previous_copy(tmp_path, dataset, signum,
         process.send_signal(signum)
         stdout, stderr = process.communicate(timeout=20)
     done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    assert_failed(done, "finished outputs were kept, partial ones removed", code=code)
+    assert_failed(done, "this stage replaced none of its outputs", code=code)
     assert snapshot(tmp_path / "data/fashion-mnist") == before
     assert_no_leftovers(tmp_path)
 

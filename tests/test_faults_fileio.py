@@ -61,6 +61,80 @@ def test_an_interrupted_file_write_keeps_the_previous_file(tmp_path, monkeypatch
     assert_no_leftovers(tmp_path)
 
 
+def stage_two_outputs(tmp_path, fail: bool = False) -> None:
+    with fileio.outputs() as staged:
+        staged.file(tmp_path / "models/model.pt", b"new weights")
+        (staged.directory(tmp_path / "runs/train") / "events").write_bytes(b"new run")
+        if fail:
+            raise RuntimeError("the stage failed after staging its outputs")
+        staged.file(tmp_path / "metrics.json", b"{}")
+
+
+def test_a_stage_failing_before_its_outputs_are_complete_changes_none(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/model.pt").write_bytes(b"previous weights")
+    (tmp_path / "runs/train").mkdir(parents=True)
+    (tmp_path / "runs/train/events").write_bytes(b"previous run")
+    before = snapshot(tmp_path)
+    with pytest.raises(RuntimeError):
+        stage_two_outputs(tmp_path, fail=True)
+    assert snapshot(tmp_path) == before
+    assert_no_leftovers(tmp_path)
+
+
+# Renames in order: the model in (it has no previous version), the previous logdir away, the new
+# logdir in, the previous metrics away, the new metrics in.
+@pytest.mark.parametrize("on_call", [1, 2, 3, 4, 5])
+def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_back(
+        tmp_path, monkeypatch, on_call):
+    (tmp_path / "runs/train").mkdir(parents=True)
+    (tmp_path / "runs/train/events").write_bytes(b"previous run")
+    (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
+    before = snapshot(tmp_path)
+    interrupt_rename(monkeypatch, on_call)
+    with pytest.raises(KeyboardInterrupt):
+        stage_two_outputs(tmp_path)
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path / "models/model.pt").exists()
+    assert_no_leftovers(tmp_path)
+
+
+def test_outputs_all_replaced_on_success(tmp_path):
+    (tmp_path / "runs/train").mkdir(parents=True)
+    (tmp_path / "runs/train/stale-events").write_bytes(b"previous run")
+    stage_two_outputs(tmp_path)
+    assert snapshot(tmp_path) == {"models/model.pt": b"new weights",
+                                  "runs/train/events": b"new run", "metrics.json": b"{}"}
+
+
+@pytest.mark.parametrize("first, second", [("metrics.json", "metrics.json"),
+                                           ("runs", "runs/train"), ("runs/train", "runs")])
+def test_outputs_that_overlap_are_refused(tmp_path, first, second):
+    with pytest.raises(FashionError, match="is given for two outputs, or one holds the other"):
+        with fileio.outputs() as staged:
+            staged.directory(tmp_path / first)
+            staged.file(tmp_path / second, b"x")
+    assert snapshot(tmp_path) == {}
+    assert_no_leftovers(tmp_path)
+
+
+def test_a_file_output_never_replaces_a_directory(tmp_path):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots/confusion.csv").write_bytes(b"kept")
+    with pytest.raises(IsADirectoryError):
+        fileio.write_bytes(tmp_path / "plots", b"{}")
+    assert snapshot(tmp_path) == {"plots/confusion.csv": b"kept"}
+    assert_no_leftovers(tmp_path)
+
+
+def test_leftovers_are_matched_by_the_output_name_taken_literally(tmp_path):
+    (tmp_path / ".run[1].json.tmp-killed").write_bytes(b"half")
+    (tmp_path / ".run1.json.tmp-another-output").write_bytes(b"in progress")
+    fileio.write_bytes(tmp_path / "run[1].json", b"{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run1.json.tmp-another-output",
+                                                          "run[1].json"]
+
+
 def test_leftovers_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
     # SIGKILL allows no cleanup: the next write of the same output does it.
     (tmp_path / "runs").mkdir()

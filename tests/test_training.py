@@ -224,6 +224,23 @@ def test_thread_count_does_not_change_results(train_set):
     assert torch.equal(one, two)
 
 
+def test_thread_count_does_not_change_results_at_large_batches():
+    # From a batch of about 768, MKL splits the linear layers' weight-gradient products across
+    # threads; only its strict mode (set in fashion/determinism.py) keeps the sum's order fixed.
+    generator = torch.Generator().manual_seed(0)
+    train_set = (torch.randn(2048, 1, 28, 28, generator=generator),
+                 torch.randint(0, 10, (2048,), generator=generator))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            results.append(weights(fit(train_set, batch_size=1024, epochs=1, log_every=1)[0]))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(results[0], other) for other in results[1:])
+
+
 def test_seed_changes_results(train_set):
     assert not torch.equal(weights(fit(train_set)[0]), weights(fit(train_set, seed=4)[0]))
 
