@@ -7,14 +7,6 @@ import torch
 
 from fashion.errors import ParamsError
 
-# MKL, PyTorch's CPU matrix library, splits a long reduction (from a batch of about 768, the
-# linear layers' weight gradients) across threads and adds the parts in an order that depends on
-# the thread count: 1, 2 and 4 threads gave three different models at batch 1024. Its strict
-# reproducible mode gives the same bits for any count, at no measurable cost at small batches.
-# MKL reads this at its first call; model.py imports this module, so it is set before the
-# package computes anything.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-
 
 def derived_seed(seed: int, purpose: str) -> int:
     """The seed of one purpose's stream ('init', 'batch-order', 'embedding').
@@ -46,7 +38,7 @@ def configure(device: str) -> torch.device:
     torch.backends.cuda.matmul.fp32_precision = "ieee"
     # oneDNN's CPU convolutions give results that depend on the thread count (measured: 1 and 2
     # threads differ after a few hundred steps); PyTorch's native kernels give the same bits for
-    # any thread count, as MKL's matrix products do in the mode set above, and are
+    # any thread count, as MKL's matrix products do in strict mode (below), and are
     # also faster at the tutorial's batch of 4.
     torch.backends.mkldnn.enabled = False
     if device == "auto":
@@ -55,6 +47,20 @@ def configure(device: str) -> torch.device:
         raise ParamsError(f"device is 'cuda' but PyTorch {torch.__version__} sees no "
                           "CUDA GPU here; set device to auto or cpu")
     return torch.device(device)
+
+
+def strict_matrix_products() -> None:
+    """Make MKL's matrix products give the same bits for any thread count.
+
+    MKL, PyTorch's CPU matrix library, splits a long reduction (from a batch of about 768, the
+    linear layers' weight gradients) across threads and adds the parts in an order that depends
+    on their number: 1, 2 and 4 threads gave three different models at batch 1024. Its strict
+    reproducible mode keeps the order fixed, but it also takes other kernels for small matrices
+    (other bits) and made one-thread training at batch 4 about 9% slower, so the train stage asks
+    for it only at the batch sizes it runs on several threads. MKL reads the setting at its first
+    call: this must come before any computation in the process.
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
 def flags() -> dict:

@@ -42,15 +42,20 @@ class TrainResult:
 OnLog = Callable[[LogPoint, torch.Tensor, torch.Tensor], None]
 
 
+THREADED_FROM_BATCH = 32  # CPU training below this batch size runs on one thread
+
+
 def cpu_threads(batch_size: int) -> int:
-    """Threads for a CPU run; results are the same for any count (see determinism.configure).
+    """Threads for a CPU run: one at small batches, every core from THREADED_FROM_BATCH on.
 
     At small batches the operations are too small to split well: on an idle 2-core machine two
     threads were 3 to 6% faster than one at batch 4, but with the other core busy (a TensorBoard
     server, a second queued experiment) a step took 1.9 to 11 ms on two threads against 0.6 ms on
-    one.
+    one. From THREADED_FROM_BATCH on, the train stage runs MKL in strict mode
+    (determinism.strict_matrix_products), whatever the number of cores, so that the results are
+    the same for any count.
     """
-    return 1 if batch_size < 32 else torch.get_num_threads()
+    return 1 if batch_size < THREADED_FROM_BATCH else torch.get_num_threads()
 
 
 class SGD:
@@ -311,6 +316,8 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         device = determinism.configure(params["device"])
         if device.type == "cpu":
             torch.set_num_threads(cpu_threads(params["batch_size"]))
+            if params["batch_size"] >= THREADED_FROM_BATCH:
+                determinism.strict_matrix_products()
         images, labels = data.load_split(data_dir, "train")
         steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
         if params["log_every"] > steps:

@@ -1,6 +1,7 @@
 import hashlib
 import importlib.util
 import json
+import subprocess
 import sys
 
 import numpy as np
@@ -8,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fashion import data, determinism, model, synthetic, training
+from fashion import data, determinism, fetch, model, synthetic, training
 from fashion.errors import FashionError, TrainingError, memory_errors_explained
-from tests.conftest import ROOT
-from tests.faults import allocate_too_much
+from tests.conftest import ROOT, write_params
+from tests.faults import allocate_too_much, clean_env
 
 HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=7, seed=3)
 
@@ -224,21 +225,29 @@ def test_thread_count_does_not_change_results(train_set):
     assert torch.equal(one, two)
 
 
-def test_thread_count_does_not_change_results_at_large_batches():
+def test_the_train_stage_gives_the_same_model_on_any_thread_count_at_large_batches(tmp_path):
     # From a batch of about 768, MKL splits the linear layers' weight-gradient products across
-    # threads; only its strict mode (set in fashion/determinism.py) keeps the sum's order fixed.
-    generator = torch.Generator().manual_seed(0)
-    train_set = (torch.randn(2048, 1, 28, 28, generator=generator),
-                 torch.randint(0, 10, (2048,), generator=generator))
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 4):
-            torch.set_num_threads(threads)
-            results.append(weights(fit(train_set, batch_size=1024, epochs=1, log_every=1)[0]))
-    finally:
-        torch.set_num_threads(before)
-    assert all(torch.equal(results[0], other) for other in results[1:])
+    # threads; the stage's strict mode (determinism.strict_matrix_products) keeps the order fixed.
+    mirror = tmp_path / "mirror"
+    checksums = synthetic.write(mirror, n_train=2048, n_test=10)
+    fetch.run(dest=tmp_path / "data", mirror=str(mirror), checksums=str(checksums), timeout=1,
+              retries=0)
+    write_params(tmp_path, batch_size=1024, log_every=1)
+    models = {}
+    for threads in ("1", "2"):
+        out = tmp_path / f"threads-{threads}"
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/train.py"), "--data", str(tmp_path / "data"),
+             "--model", str(out / "model.pt"), "--metrics", str(out / "train.json"),
+             "--provenance", str(out / "provenance.json"), "--plots", str(out / "loss.csv"),
+             "--logdir", str(out / "runs")],
+            cwd=tmp_path, env={**clean_env(), "OMP_NUM_THREADS": threads}, capture_output=True,
+            text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        provenance = json.loads((out / "provenance.json").read_text())
+        assert (provenance["threads"], provenance["mkl_cbwr"]) == (int(threads), "AUTO,STRICT")
+        models[threads] = (out / "model.pt").read_bytes()
+    assert models["1"] == models["2"]
 
 
 def test_seed_changes_results(train_set):
