@@ -58,8 +58,8 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
                 served = subprocess.run([Path(sys.executable).parent / "tensorboard", "--logdir",
                                          logdir, "--host", host, "--port", str(port),
                                          *tensorboard_args])
-            except KeyboardInterrupt:
-                return  # Ctrl-C is how a server is stopped
+            except (KeyboardInterrupt, cli.Terminated):
+                return  # Ctrl-C or SIGTERM is how a server is stopped: no error, no message
             if served.returncode < 0:
                 raise FashionError(f"TensorBoard was stopped by signal {-served.returncode}")
             if served.returncode != 0:  # a port in use, a bad flag: TensorBoard said why above

@@ -109,6 +109,9 @@ def test_tensorboard_shows_every_experiment_as_a_run(with_experiments, env):
     finally:
         stop(server)
     assert snapshot(with_experiments) == before  # the workspace was not touched
+    # SIGTERM (stop) is how a server is stopped: a clean exit, without the stages' message.
+    assert server.returncode == 0
+    assert "Terminated" not in server.stderr.read()
 
 
 def test_tensorboard_failing_to_start_fails_the_command(with_experiments, env, tmp_path):
