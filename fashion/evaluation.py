@@ -95,7 +95,11 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     curves = pr_curves(probs, labels)
     metrics = summarize(logits, labels, curves)
 
+    click.echo(f"test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
+               f"on {len(labels)} images", err=True)
+
     predicted = logits.argmax(dim=1)
+    # Last, so that a stage interrupted at any earlier point has replaced none of its outputs.
     with fileio.outputs() as out:
         with run_writer(logdir, out) as writer:
             for c, name in enumerate(data.CLASSES):
@@ -111,6 +115,4 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
                 f"{t!r},{p!r},{r!r}\n" for t, p, r in rows))
         out.file(metrics_path, fileio.json_bytes(metrics))
         out.file(provenance_path, fileio.json_bytes(provenance.record(device, params, data_dir)))
-    click.echo(f"test accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f} "
-               f"on {len(labels)} images", err=True)
     return metrics

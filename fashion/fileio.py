@@ -7,7 +7,9 @@ import glob
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +17,12 @@ from fashion.errors import FashionError
 
 
 def _clear_leftovers(path: Path) -> None:
-    # A process killed with SIGKILL cannot clean up; the next write of the same output does.
+    # A process killed with SIGKILL cannot clean up; the next write of the same output does,
+    # first putting back a previous directory that the kill caught moved away.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         if stale.is_dir() and not stale.is_symlink():
+            if _exists(stale / "old") and not _exists(path):
+                os.replace(stale / "old", path)
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
@@ -69,9 +74,9 @@ class Outputs:
         self._staged: list[tuple[Path, Path]] = []  # (destination, its hidden work directory)
 
     def _work(self, path: Path) -> Path:
-        target = Path(os.path.abspath(path))
+        target = _real(path)
         for other, _ in self._staged:
-            other = Path(os.path.abspath(other))
+            other = _real(other)
             if target == other or other in target.parents or target in other.parents:
                 raise FashionError(f"{path} is given for two outputs, or one holds the other; "
                                    "give each output a path of its own")
@@ -103,35 +108,98 @@ class Outputs:
         return new
 
     def _replace_all(self) -> None:
-        swapped = []
+        # Per output: how its previous version was kept (None: there was none), and whether the
+        # new one is in place; _put_back undoes exactly that.
+        self._done: list[list] = []
         try:
             for path, work in self._staged:
-                swapped.append((path, work))
-                if _exists(path):
-                    os.replace(path, work / "old")
-                os.replace(work / "new", path)
+                entry = [path, work, None, False]
+                self._done.append(entry)
+                if (work / "new").is_dir() and _exists(path):
+                    os.replace(path, work / "old")  # a directory cannot be swapped in one step
+                    entry[2] = "moved"
+                elif _exists(path):  # a file (Outputs.file refuses to replace a directory)
+                    entry[2] = _keep_file(path, work / "old")
+                os.replace(work / "new", path)  # for a file, atomic: never missing for a reader
+                entry[3] = True
         except BaseException:
-            for path, work in reversed(swapped):
-                if not _exists(work / "new") and _exists(path):  # the new output is in place
-                    os.replace(path, work / "new")
-                if _exists(work / "old"):
-                    os.replace(work / "old", path)
+            self._put_back()
             raise
+
+    def _put_back(self) -> None:
+        for path, work, kept, new_in in reversed(self._done):
+            if new_in:
+                os.replace(path, work / "new")
+            if kept == "moved" or (kept == "linked" and new_in):
+                os.replace(work / "old", path)
 
     def _remove_work(self) -> None:
         for _, work in self._staged:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _real(path: Path) -> Path:
+    """`path` with its directory's symbolic links resolved: two names of one file compare equal."""
+    absolute = Path(os.path.abspath(path))
+    return Path(os.path.realpath(absolute.parent)) / absolute.name
+
+
+def _keep_file(path: Path, old: Path) -> str:
+    """Keep the previous file (or symlink) at `old`: as a second hard link, so that `path` goes on
+    naming it until the new one replaces it; moved away where the filesystem has no hard links."""
+    try:
+        os.link(path, old, follow_symlinks=False)
+        return "linked"
+    except OSError:
+        os.replace(path, old)
+        return "moved"
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list]:
+    """Hold SIGINT and SIGTERM back while the block runs, then deliver them.
+
+    Python runs signal handlers between two bytecodes of the main thread, so a Ctrl-C could land
+    between two renames of a replacement, or between two of the renames that undo it; held, it
+    arrives once every output is in a consistent state. Only the main thread may set handlers;
+    elsewhere the block runs as it is.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
 @contextlib.contextmanager
 def outputs() -> Iterator[Outputs]:
-    """Stage outputs in the block; they replace the previous ones together when it succeeds."""
+    """Stage outputs in the block; they replace the previous ones together when it succeeds.
+
+    A Ctrl-C or SIGTERM that arrives while they replace each other is held until they are all new,
+    then undoes the replacement and is raised: an interrupted stage has replaced none of its
+    outputs, whenever the interrupt came.
+    """
     staged = Outputs()
     try:
         yield staged
-        staged._replace_all()
-    finally:
+    except BaseException:
         staged._remove_work()
+        raise
+    with _signals_held() as received:
+        try:
+            staged._replace_all()
+            if received:
+                staged._put_back()
+        finally:
+            staged._remove_work()
 
 
 @contextlib.contextmanager

@@ -339,26 +339,27 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
                            by_hand=True,
                            **{k: params[k] for k in PARAMS if k != "device"})
             seconds = time.perf_counter() - start
+        drawn = figures.results()
 
-        with fileio.outputs() as out:
-            with run_writer(logdir, out) as writer:
-                for point, figure in zip(result.points, figures.results(), strict=True):
-                    writer.add_scalar("training loss", point.loss, point.step)
-                    writer.add_scalar("training accuracy", point.accuracy, point.step)
-                    writer.add_scalar("learning rate", point.lr, point.step)
-                    add_serialized_summary(writer, figure, point.step)
-            out.file(model_path, model.serialize(net))
-            out.file(plots_path, ("step,loss,accuracy\n" + "".join(
-                f"{p.step},{p.loss!r},{p.accuracy!r}\n" for p in result.points)).encode())
-            out.file(metrics_path, fileio.json_bytes({
-                "loss": result.final.loss,
-                "accuracy": result.final.accuracy,
-                "steps": result.steps,
-            }))
-            out.file(provenance_path,
-                     fileio.json_bytes(provenance.record(device, params, data_dir)))
     per_second = result.steps / seconds  # under 1 for a huge batch: not to be shown as 0
     rate = f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
     click.echo(f"trained {result.steps} steps in {seconds:.2f} s ({rate} steps/s) on {device}",
                err=True)
+    # Last, so that a stage interrupted at any earlier point has replaced none of its outputs.
+    with fileio.outputs() as out:
+        with run_writer(logdir, out) as writer:
+            for point, figure in zip(result.points, drawn, strict=True):
+                writer.add_scalar("training loss", point.loss, point.step)
+                writer.add_scalar("training accuracy", point.accuracy, point.step)
+                writer.add_scalar("learning rate", point.lr, point.step)
+                add_serialized_summary(writer, figure, point.step)
+        out.file(model_path, model.serialize(net))
+        out.file(plots_path, ("step,loss,accuracy\n" + "".join(
+            f"{p.step},{p.loss!r},{p.accuracy!r}\n" for p in result.points)).encode())
+        out.file(metrics_path, fileio.json_bytes({
+            "loss": result.final.loss,
+            "accuracy": result.final.accuracy,
+            "steps": result.steps,
+        }))
+        out.file(provenance_path, fileio.json_bytes(provenance.record(device, params, data_dir)))
     return result

@@ -6,6 +6,7 @@ away and the new one is not yet in place.
 """
 
 import os
+import signal
 import stat
 
 import pytest
@@ -83,8 +84,8 @@ def test_a_stage_failing_before_its_outputs_are_complete_changes_none(tmp_path):
 
 
 # Renames in order: the model in (it has no previous version), the previous logdir away, the new
-# logdir in, the previous metrics away, the new metrics in.
-@pytest.mark.parametrize("on_call", [1, 2, 3, 4, 5])
+# logdir in, the new metrics over the previous ones (kept as a second hard link).
+@pytest.mark.parametrize("on_call", [1, 2, 3, 4])
 def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_back(
         tmp_path, monkeypatch, on_call):
     (tmp_path / "runs/train").mkdir(parents=True)
@@ -96,6 +97,72 @@ def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_b
         stage_two_outputs(tmp_path)
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "models/model.pt").exists()
+    assert_no_leftovers(tmp_path)
+
+
+def signal_during_renames(monkeypatch, on_calls) -> None:
+    """Deliver a real SIGINT to this process just before each of the `on_calls`-th os.replace."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) in on_calls:
+            signal.raise_signal(signal.SIGINT)
+        real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+
+
+@pytest.mark.parametrize("on_calls", [{1}, {2}, {3}, {4}, {2, 3}, {4, 5, 6}],
+                         ids=["1", "2", "3", "4", "2-and-3", "4-and-while-undoing"])
+def test_ctrl_c_while_outputs_replace_each_other_undoes_them_all_then_stops(
+        tmp_path, monkeypatch, on_calls):
+    # Held until the outputs are consistent, then the replacement is undone and Ctrl-C raised.
+    (tmp_path / "runs/train").mkdir(parents=True)
+    (tmp_path / "runs/train/events").write_bytes(b"previous run")
+    (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
+    before = snapshot(tmp_path)
+    signal_during_renames(monkeypatch, on_calls)
+    with pytest.raises(KeyboardInterrupt):
+        stage_two_outputs(tmp_path)
+    assert snapshot(tmp_path) == before
+    assert_no_leftovers(tmp_path)
+
+
+def test_a_file_being_replaced_is_never_missing(tmp_path, monkeypatch):
+    (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
+    real, present = os.replace, []
+
+    def replace(src, dst):
+        present.append((tmp_path / "metrics.json").exists())
+        real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    stage_two_outputs(tmp_path)
+    assert present and all(present)
+    assert (tmp_path / "metrics.json").read_bytes() == b"{}"
+
+
+def test_a_directory_a_killed_swap_left_moved_away_is_put_back_by_the_next_write(tmp_path):
+    # SIGKILL between moving the previous logdir away and moving the new one in.
+    (tmp_path / "runs/.train.tmp-killed/old").mkdir(parents=True)
+    (tmp_path / "runs/.train.tmp-killed/old/events").write_bytes(b"previous run")
+    (tmp_path / "runs/.train.tmp-killed/new").mkdir()
+    with pytest.raises(RuntimeError):
+        with fileio.staged_dir(tmp_path / "runs/train"):
+            raise RuntimeError("this run fails too")
+    assert snapshot(tmp_path) == {"runs/train/events": b"previous run"}
+    assert_no_leftovers(tmp_path)
+
+
+def test_two_names_of_one_output_are_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    with pytest.raises(FashionError, match="is given for two outputs"):
+        with fileio.outputs() as staged:
+            staged.file(tmp_path / "real/metrics.json", b"{}")
+            staged.file(tmp_path / "alias/metrics.json", b"{}")
+    assert snapshot(tmp_path / "real") == {}
     assert_no_leftovers(tmp_path)
 
 
