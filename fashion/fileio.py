@@ -11,6 +11,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from fashion.errors import FashionError
@@ -49,8 +50,7 @@ def write_json(path: str | Path, obj) -> None:
 def _refuse_to_replace_a_holder(path: Path) -> None:
     """Replacing a directory deletes the previous one: never the working directory, this package,
     or a directory above either (`--logdir $PWD` would move a whole project away)."""
-    absolute = Path(os.path.abspath(path))  # ".." resolved by name, a final symlink not followed
-    target = absolute.parent.resolve() / absolute.name if absolute.name else absolute
+    target = _real(path)  # a final symlink not followed
     for held, what in ((Path.cwd().resolve(), "the working directory"),
                        (Path(__file__).resolve().parent, "this project's code")):
         if target == held or target in held.parents:
@@ -108,34 +108,42 @@ class Outputs:
         return new
 
     def _replace_all(self) -> None:
-        # Per output: how its previous version was kept (None: there was none), and whether the
-        # new one is in place; _put_back undoes exactly that.
-        self._done: list[list] = []
+        self._done: list[_Swap] = []  # what _put_back undoes
         try:
             for path, work in self._staged:
-                entry = [path, work, None, False]
-                self._done.append(entry)
-                if (work / "new").is_dir() and _exists(path):
-                    os.replace(path, work / "old")  # a directory cannot be swapped in one step
-                    entry[2] = "moved"
-                elif _exists(path):  # a file (Outputs.file refuses to replace a directory)
-                    entry[2] = _keep_file(path, work / "old")
+                swap = _Swap(path, work)
+                self._done.append(swap)
+                if _exists(path):
+                    if (work / "new").is_dir():
+                        os.replace(path, work / "old")  # a directory cannot be swapped in one step
+                        swap.kept = "moved"
+                    else:  # a file: Outputs.file refuses to replace a directory
+                        swap.kept = _keep_file(path, work / "old")
                 os.replace(work / "new", path)  # for a file, atomic: never missing for a reader
-                entry[3] = True
+                swap.new_in = True
         except BaseException:
             self._put_back()
             raise
 
     def _put_back(self) -> None:
-        for path, work, kept, new_in in reversed(self._done):
-            if new_in:
-                os.replace(path, work / "new")
-            if kept == "moved" or (kept == "linked" and new_in):
-                os.replace(work / "old", path)
+        for swap in reversed(self._done):
+            if swap.new_in:
+                os.replace(swap.path, swap.work / "new")
+            if swap.kept == "moved" or (swap.kept == "linked" and swap.new_in):
+                os.replace(swap.work / "old", swap.path)
 
     def _remove_work(self) -> None:
         for _, work in self._staged:
             shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class _Swap:
+    """One output's replacement, as far as it went."""
+    path: Path
+    work: Path
+    kept: str | None = None  # the previous version: "linked", "moved", or None if there was none
+    new_in: bool = False     # the new version is in place
 
 
 def _real(path: Path) -> Path:

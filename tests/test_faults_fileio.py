@@ -5,6 +5,7 @@ KeyboardInterrupt from the rename itself: the one place where the previous outpu
 away and the new one is not yet in place.
 """
 
+import itertools
 import os
 import signal
 import stat
@@ -16,17 +17,24 @@ from fashion.errors import FashionError
 from tests.faults import assert_no_leftovers, snapshot
 
 
-def interrupt_rename(monkeypatch, on_call: int) -> None:
-    """Make the `on_call`-th os.replace in fileio raise KeyboardInterrupt instead of renaming."""
-    real, calls = os.replace, []
+def before_renames(monkeypatch, action) -> None:
+    """Call action(n) before the n-th os.replace in fileio (from 1); if it raises, no rename."""
+    real, calls = os.replace, itertools.count(1)
 
     def replace(src, dst):
-        calls.append((src, dst))
-        if len(calls) == on_call:
-            raise KeyboardInterrupt
+        action(next(calls))
         real(src, dst)
 
     monkeypatch.setattr(fileio.os, "replace", replace)
+
+
+def interrupt_rename(monkeypatch, on_call: int) -> None:
+    """Make the `on_call`-th os.replace in fileio raise KeyboardInterrupt instead of renaming."""
+    def interrupt(call):
+        if call == on_call:
+            raise KeyboardInterrupt
+
+    before_renames(monkeypatch, interrupt)
 
 
 @pytest.mark.parametrize("on_call", [1, 2], ids=["moving-the-old-away", "moving-the-new-in"])
@@ -88,10 +96,7 @@ def test_a_stage_failing_before_its_outputs_are_complete_changes_none(tmp_path):
 @pytest.mark.parametrize("on_call", [1, 2, 3, 4])
 def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_back(
         tmp_path, monkeypatch, on_call):
-    (tmp_path / "runs/train").mkdir(parents=True)
-    (tmp_path / "runs/train/events").write_bytes(b"previous run")
-    (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
-    before = snapshot(tmp_path)
+    before = previous_logdir_and_metrics(tmp_path)
     interrupt_rename(monkeypatch, on_call)
     with pytest.raises(KeyboardInterrupt):
         stage_two_outputs(tmp_path)
@@ -102,15 +107,19 @@ def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_b
 
 def signal_during_renames(monkeypatch, on_calls) -> None:
     """Deliver a real SIGINT to this process just before each of the `on_calls`-th os.replace."""
-    real, calls = os.replace, []
-
-    def replace(src, dst):
-        calls.append((src, dst))
-        if len(calls) in on_calls:
+    def deliver(call):
+        if call in on_calls:
             signal.raise_signal(signal.SIGINT)
-        real(src, dst)
 
-    monkeypatch.setattr(fileio.os, "replace", replace)
+    before_renames(monkeypatch, deliver)
+
+
+def previous_logdir_and_metrics(tmp_path) -> dict:
+    """Previous versions of two of stage_two_outputs' outputs; the tree's snapshot."""
+    (tmp_path / "runs/train").mkdir(parents=True)
+    (tmp_path / "runs/train/events").write_bytes(b"previous run")
+    (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
+    return snapshot(tmp_path)
 
 
 @pytest.mark.parametrize("on_calls", [{1}, {2}, {3}, {4}, {2, 3}, {4, 5, 6}],
@@ -118,10 +127,7 @@ def signal_during_renames(monkeypatch, on_calls) -> None:
 def test_ctrl_c_while_outputs_replace_each_other_undoes_them_all_then_stops(
         tmp_path, monkeypatch, on_calls):
     # Held until the outputs are consistent, then the replacement is undone and Ctrl-C raised.
-    (tmp_path / "runs/train").mkdir(parents=True)
-    (tmp_path / "runs/train/events").write_bytes(b"previous run")
-    (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
-    before = snapshot(tmp_path)
+    before = previous_logdir_and_metrics(tmp_path)
     signal_during_renames(monkeypatch, on_calls)
     with pytest.raises(KeyboardInterrupt):
         stage_two_outputs(tmp_path)
@@ -131,13 +137,8 @@ def test_ctrl_c_while_outputs_replace_each_other_undoes_them_all_then_stops(
 
 def test_a_file_being_replaced_is_never_missing(tmp_path, monkeypatch):
     (tmp_path / "metrics.json").write_bytes(b'{"previous": 1}')
-    real, present = os.replace, []
-
-    def replace(src, dst):
-        present.append((tmp_path / "metrics.json").exists())
-        real(src, dst)
-
-    monkeypatch.setattr(fileio.os, "replace", replace)
+    present = []
+    before_renames(monkeypatch, lambda call: present.append((tmp_path / "metrics.json").exists()))
     stage_two_outputs(tmp_path)
     assert present and all(present)
     assert (tmp_path / "metrics.json").read_bytes() == b"{}"
