@@ -16,9 +16,11 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 .DEFAULT_GOAL := help
 .PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
 
+# Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on=$$(printf '\033[36m'); off=$$(printf '\033[0m'); fi; \
+	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-20s%s %s\n", on, $$1, off, $$2}'
 
 setup: $(STAMP) ## Create .venv and install the pinned dependencies (requirements*.txt)
 

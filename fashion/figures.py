@@ -106,7 +106,11 @@ def serve() -> None:
     # A matplotlibrc in the working directory, $MATPLOTLIBRC or the user's config would change
     # the figures' size and fonts, and with them the bytes of the train stage's logdir.
     matplotlib.rcdefaults()
-    answer, sys.stdout = sys.stdout.buffer, sys.stderr  # a stray print must not corrupt the answer
+    # The answer has descriptor 1's pipe to itself: anything else bound for standard output, a
+    # stray print or a C library's message, goes to stderr instead of corrupting it.
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     # The imports and the first drawing (loading fonts) took a second on the H100 host: paid now,
     # while the stage is still loading its data, instead of after the first log point.
     image_summary("", panels_figure([Panel(np.zeros((28, 28)), "warm-up", True)]))

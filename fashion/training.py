@@ -69,11 +69,16 @@ class SGD:
 
     def __init__(self, params: list[torch.Tensor], lr: float, momentum: float):
         self.params, self.lr, self.momentum = params, lr, momentum
-        self.buffers = [torch.zeros_like(p) for p in params]
+        # The buffers are views of one tensor, so that their decay is one multiplication: on the
+        # CPU, _foreach_mul_ by a number multiplies one tensor after the other (16 against 5 us).
+        self.flat_buffer = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
+                                       device=params[0].device)
+        self.buffers = [b.view_as(p) for b, p in
+                        zip(self.flat_buffer.split([p.numel() for p in params]), params)]
 
     @torch.no_grad()
     def step(self, grads) -> None:
-        torch._foreach_mul_(self.buffers, self.momentum)
+        self.flat_buffer.mul_(self.momentum)
         torch._foreach_add_(self.buffers, grads)
         torch._foreach_add_(self.params, self.buffers, alpha=-self.lr)
 

@@ -101,6 +101,18 @@ def test_the_worker_never_imports_torch():
     assert Summary.FromString(summary).value[0].image.encoded_image_string.startswith(b"\x89PNG")
 
 
+def test_output_written_to_file_descriptor_1_while_drawing_leaves_the_answer_intact(monkeypatch):
+    # A C library (a font or PNG library's warning) writes to descriptor 1, not to sys.stdout;
+    # the worker's answer, a pickle on its stdout, must not take it in.
+    stray = ("import os, fashion.figures as f; draw = f.panels_figure; "
+             "f.panels_figure = lambda panels: (os.write(1, b'stray'), draw(panels))[1]; ")
+    monkeypatch.setattr("fashion.figures.WORKER", stray + WORKER)
+    with FigureRenderer() as renderer:
+        renderer.submit("f", *blank_batch())
+        [summary] = renderer.results()
+    assert Summary.FromString(summary).value[0].tag == "f"
+
+
 def test_a_users_matplotlibrc_does_not_change_the_figures(tmp_path, monkeypatch):
     def drawn() -> bytes:
         with FigureRenderer() as renderer:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,14 @@ def test_make_clean_removes_exactly_the_cached_outputs():
     [removal] = [line.split()[2:] for line in make_dry_run("clean") if line.startswith("rm -rf")]
     cached = set().union(*(out_paths(stage.get("outs")) for stage in STAGES.values()))
     assert set(removal) - {".pytest_cache"} == cached
+
+
+def test_make_help_lists_every_described_target_in_plain_text_when_piped():
+    listed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30, check=True).stdout
+    described = re.findall(r"^([a-z-]+):.*## (.+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert len(described) >= 8
+    assert listed.splitlines() == [f"  {target:<20} {text}" for target, text in described]
 
 
 def make_value(expression: str, cwd, *assignments: str) -> str:
