@@ -39,14 +39,6 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         staged.file(path, data)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def write_json(path: str | Path, obj) -> None:
-    write_bytes(path, json_bytes(obj))
-
-
 def _refuse_to_replace_a_holder(path: Path) -> None:
     """Replacing a directory deletes the previous one: never the working directory, this package,
     or a directory above either (`--logdir $PWD` would move a whole project away)."""

@@ -42,7 +42,7 @@ class TrainResult:
 OnLog = Callable[[LogPoint, torch.Tensor, torch.Tensor], None]
 
 
-THREADED_FROM_BATCH = 32  # CPU training below this batch size runs on one thread
+THREADED_FROM_BATCH = 256  # CPU training below this batch size runs on one thread
 
 
 def cpu_threads(batch_size: int) -> int:
@@ -50,8 +50,11 @@ def cpu_threads(batch_size: int) -> int:
 
     At small batches the operations are too small to split well: on an idle 2-core machine two
     threads were 3 to 6% faster than one at batch 4, but with the other core busy (a TensorBoard
-    server, a second queued experiment) a step took 1.9 to 11 ms on two threads against 0.6 ms on
-    one. From THREADED_FROM_BATCH on, the train stage runs MKL in strict mode
+    server, a second queued experiment, the figure worker starting) a step took 1.9 to 11 ms on
+    two threads against 0.6 ms on one. The train stage on one epoch of the real data, one thread
+    against two, three alternated runs of each: 0.875 of the time at batch 64, 0.976 at 128 and
+    0.985 at 256, with half the CPU time; two threads won from about 512. From
+    THREADED_FROM_BATCH on, the train stage runs MKL in strict mode
     (determinism.strict_matrix_products), whatever the number of cores, so that the results are
     the same for any count.
     """
@@ -250,6 +253,9 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
     On a GPU the step is a CUDA graph unless `cuda_graph` is False (the eager reference).
     `by_hand` computes gradients with `_by_hand` on the CPU, the same bits faster; only for a
     model.Net without hooks, as model.initial_net makes it, since `_by_hand` runs none.
+    On several CPU threads at large batches the bits depend on the thread count unless the
+    process called determinism.strict_matrix_products before computing anything, as the train
+    stage does from THREADED_FROM_BATCH on.
     """
     device = images.device
     sgd = SGD(list(net.parameters()), lr, momentum)

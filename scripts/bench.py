@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,20 +32,36 @@ class Run:
     stderr: str
 
 
+# Linux counts in a command's peak resident memory that of the address space its exec replaced:
+# started from this process, which has imported torch, even `python -c pass` peaked at 500 MB. A
+# small Python process in between starts each command and reports what wait4 says of it.
+# Linux keeps the largest of a command and the processes it waited for, not their sum: the
+# train stage's figure worker, about 95 MB of its own, is not added to the stage's figure.
+LAUNCHER = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+command = subprocess.Popen(sys.argv[2:])
+try:
+    _, status, usage = os.wait4(command.pid, 0)
+except KeyboardInterrupt:  # Ctrl-C reached the command too, which decides what to do with it
+    _, status, usage = os.wait4(command.pid, 0)
+wall = time.perf_counter() - start
+with open(sys.argv[1], "w") as report:
+    report.write(f"{os.waitstatus_to_exitcode(status)} {wall!r} {usage.ru_maxrss}")
+"""
+
+
 def timed(args: list, cwd: Path) -> Run:
     """Run a process to completion; its wall time and peak resident memory."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        process = subprocess.Popen([str(a) for a in args], cwd=cwd, stdout=out, stderr=err)
-        # The child's peak RSS, or that of a process it started if larger: Linux keeps the
-        # maximum, not the sum. The train stage's figure worker, about 95 MB of its own, is
-        # therefore not added to the stage's figure.
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r") as report:
+        subprocess.run([sys.executable, "-c", LAUNCHER, report.name, *map(str, args)], cwd=cwd,
+                       stdout=out, stderr=err, check=True)
+        code, wall, peak_kb = report.read().split()
         out.seek(0)
         err.seek(0)
-        run = Run(wall, usage.ru_maxrss / 1024, out.read(), err.read())
-    if os.waitstatus_to_exitcode(status) != 0:
+        run = Run(float(wall), int(peak_kb) / 1024, out.read(), err.read())
+    if int(code) != 0:
         raise FashionError(f"{' '.join(map(str, args))} failed:\n{run.stderr[-2000:]}")
     return run
 

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import subprocess
 import sys
@@ -35,6 +36,19 @@ def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
     assert len(logging["loops"]) == len(quiet["loops"]) == 2
     assert logging["loops"][0] == results["ours"]["train"]["loop_seconds"]
     assert quiet["loop_seconds"] == min(quiet["loops"]) and quiet["wall"] == min(quiet["walls"])
+
+
+def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts/bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ballast = torch.ones(300 * 2**20 // 4)  # this process holds 300 MB more than either command
+    small = bench.timed([sys.executable, "-c", "pass"], tmp_path)
+    large = bench.timed([sys.executable, "-c", "ballast = b'x' * (400 * 2**20)"], tmp_path)
+    assert ballast.sum() > 0
+    assert small.peak_rss_mb < 100
+    assert 400 < large.peak_rss_mb < 500
+    assert small.wall > 0 and large.wall > small.wall
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

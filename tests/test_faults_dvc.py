@@ -87,13 +87,16 @@ def test_a_failing_stage_keeps_the_cache_and_fixing_the_input_restores_without_r
     assert_cache_intact(repo)
 
 
-def test_the_readme_s_recipe_returns_to_the_commit_after_a_refused_experiment(tmp_path, env):
+@pytest.mark.parametrize("before", [None, "lr=0.01"], ids=["first", "after-a-good-experiment"])
+def test_the_readme_s_recipe_returns_to_the_commit_after_a_refused_experiment(tmp_path, env, before):
     recipe = re.search(r"return to the last commit's with:\n\n```sh\n(.*?)```",
                        (ROOT / "README.md").read_text(), re.DOTALL)[1]
     repo = make_repo(tmp_path / "repo")
     dvc(repo, env, "repro")
     commit(repo, "baseline")
     committed = {name: (repo / name).read_bytes() for name in ("params.yaml", "dvc.lock")}
+    if before:  # its metrics and provenance, in the workspace, differ from the commit's
+        dvc(repo, env, "exp", "run", "-S", before)
 
     # A value of the same length, refused at once: the case in which git loses sight of the edit.
     failed = dvc(repo, env, "exp", "run", "-S", "batch_size=0", check=False)
