@@ -53,10 +53,10 @@ def cpu_threads(batch_size: int) -> int:
     server, a second queued experiment, the figure worker starting) a step took 1.9 to 11 ms on
     two threads against 0.6 ms on one. The train stage on one epoch of the real data, one thread
     against two, three alternated runs of each: 0.875 of the time at batch 64, 0.976 at 128 and
-    0.985 at 256, with half the CPU time; two threads won from about 512. From
-    THREADED_FROM_BATCH on, the train stage runs MKL in strict mode
-    (determinism.strict_matrix_products), whatever the number of cores, so that the results are
-    the same for any count.
+    0.985 at 256, with half the CPU time; two threads won at 512 (two runs of each, not
+    alternated). Two threads start where they stop losing, at 256. From THREADED_FROM_BATCH on,
+    the train stage runs MKL in strict mode (determinism.strict_matrix_products), whatever the
+    number of cores, so that the results are the same for any count.
     """
     return 1 if batch_size < THREADED_FROM_BATCH else torch.get_num_threads()
 
@@ -74,8 +74,11 @@ class SGD:
         self.params, self.lr, self.momentum = params, lr, momentum
         # The buffers are views of one tensor, so that their decay is one multiplication: on the
         # CPU, _foreach_mul_ by a number multiplies one tensor after the other (16 against 5 us).
-        self.flat_buffer = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype,
-                                       device=params[0].device)
+        kinds = {(p.dtype, p.device) for p in params}
+        if len(kinds) != 1:
+            raise ValueError(f"SGD needs parameters of one dtype and device, got {kinds or 'none'}")
+        (dtype, device), = kinds
+        self.flat_buffer = torch.zeros(sum(p.numel() for p in params), dtype=dtype, device=device)
         self.buffers = [b.view_as(p) for b, p in
                         zip(self.flat_buffer.split([p.numel() for p in params]), params)]
 

@@ -38,8 +38,8 @@ def run(*, params: dict, data_dir: Path, logdir: Path) -> None:
         writer.add_images("fashion_mnist_images", data.unnormalize(batch))  # one grid image
         # add_graph's torch.jit.trace checks its trace by tracing again and comparing outputs,
         # a check that imports torch.distributed: 0.75 s of this stage's 2.9 s (median of five
-        # runs), to learn what a fixed Net cannot change. Given a model traced without the check, add_graph writes the
-        # same graph (tests/test_visualize.py compares the two).
+        # runs), to learn what a fixed Net cannot change. Given a model traced without the
+        # check, add_graph writes the same graph (tests/test_visualize.py compares the two).
         net = model.initial_net(params["seed"]).eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # PyTorch marks jit.trace deprecated

@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,10 +41,13 @@ class Run:
 LAUNCHER = """
 import os, subprocess, sys, time
 start = time.perf_counter()
-command = subprocess.Popen(sys.argv[2:])
+try:
+    command = subprocess.Popen(sys.argv[2:])
+except OSError as error:
+    sys.exit(str(error))
 try:
     _, status, usage = os.wait4(command.pid, 0)
-except KeyboardInterrupt:  # Ctrl-C reached the command too, which decides what to do with it
+except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: let the command finish
     _, status, usage = os.wait4(command.pid, 0)
 wall = time.perf_counter() - start
 with open(sys.argv[1], "w") as report:
@@ -53,17 +57,26 @@ with open(sys.argv[1], "w") as report:
 
 def timed(args: list, cwd: Path) -> Run:
     """Run a process to completion; its wall time and peak resident memory."""
+    args = [str(a) for a in args]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
             tempfile.NamedTemporaryFile("r") as report:
-        subprocess.run([sys.executable, "-c", LAUNCHER, report.name, *map(str, args)], cwd=cwd,
-                       stdout=out, stderr=err, check=True)
-        code, wall, peak_kb = report.read().split()
+        launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, report.name, *args], cwd=cwd,
+                                    stdout=out, stderr=err)
+        try:
+            launcher.wait()
+        except KeyboardInterrupt:  # the command got it too: it stops in its own way, first
+            launcher.wait()
+            raise
         out.seek(0)
         err.seek(0)
-        run = Run(float(wall), int(peak_kb) / 1024, out.read(), err.read())
-    if int(code) != 0:
-        raise FashionError(f"{' '.join(map(str, args))} failed:\n{run.stderr[-2000:]}")
-    return run
+        stdout, stderr, measured = out.read(), err.read(), report.read().split()
+    if not measured:
+        raise FashionError(f"{args[0]} could not be started: {stderr.strip()}")
+    code, wall, peak_kb = int(measured[0]), float(measured[1]), int(measured[2]) / 1024
+    if code != 0:
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+        raise FashionError(f"{' '.join(args)} {how}:\n{stderr[-2000:]}")
+    return Run(wall, peak_kb, stdout, stderr)
 
 
 def prepare_data(work: Path, quick: bool, data_dir: Path) -> Path:

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+from fashion.errors import FashionError
 from tests.conftest import ROOT, write_params
 
 pytestmark = pytest.mark.slow
@@ -38,10 +39,15 @@ def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
     assert quiet["loop_seconds"] == min(quiet["loops"]) and quiet["wall"] == min(quiet["walls"])
 
 
-def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
+def load_bench():
     spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts/bench.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
+    bench = load_bench()
     ballast = torch.ones(300 * 2**20 // 4)  # this process holds 300 MB more than either command
     small = bench.timed([sys.executable, "-c", "pass"], tmp_path)
     large = bench.timed([sys.executable, "-c", "ballast = b'x' * (400 * 2**20)"], tmp_path)
@@ -49,6 +55,17 @@ def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
     assert small.peak_rss_mb < 100
     assert 400 < large.peak_rss_mb < 500
     assert small.wall > 0 and large.wall > small.wall
+
+
+@pytest.mark.parametrize("command, error", [
+    (["no-such-command"], "No such file or directory: 'no-such-command'"),
+    ([sys.executable, "-c", "import sys; sys.exit('bad input')"], "exited 1:\nbad input"),
+    ([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"], "was killed by SIGKILL"),
+], ids=["missing", "failing", "killed"])
+def test_a_command_that_fails_is_one_error_naming_it(tmp_path, command, error):
+    with pytest.raises(FashionError) as failure:
+        load_bench().timed(command, tmp_path)
+    assert str(failure.value).startswith(command[0]) and error in str(failure.value)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -86,8 +87,10 @@ def test_make_clean_removes_exactly_the_cached_outputs():
 
 
 def test_make_help_lists_every_described_target_in_plain_text_when_piped():
+    # The recipe's own shell variables must not come from the environment.
     listed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=30, check=True).stdout
+                            env={**os.environ, "on": ">>", "off": "<<"}, timeout=30,
+                            check=True).stdout
     described = re.findall(r"^([a-z-]+):.*## (.+)$", (ROOT / "Makefile").read_text(), re.M)
     assert len(described) >= 8
     assert listed.splitlines() == [f"  {target:<20} {text}" for target, text in described]

@@ -252,6 +252,13 @@ def test_the_train_stage_gives_the_same_model_on_any_thread_count_at_large_batch
     assert models["1"] == models["2"]
 
 
+@pytest.mark.parametrize("params", [[], [torch.zeros(2), torch.zeros(2, dtype=torch.float64)]],
+                         ids=["none", "two-dtypes"])
+def test_sgd_refuses_parameters_it_cannot_keep_in_one_tensor(params):
+    with pytest.raises(ValueError, match="one dtype and device"):
+        training.SGD(params, lr=0.1, momentum=0.9)
+
+
 def test_seed_changes_results(train_set):
     assert not torch.equal(weights(fit(train_set)[0]), weights(fit(train_set, seed=4)[0]))
 
