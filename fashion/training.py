@@ -45,8 +45,8 @@ OnLog = Callable[[LogPoint, torch.Tensor, torch.Tensor], None]
 THREADED_FROM_BATCH = 256  # CPU training below this batch size runs on one thread
 
 
-def cpu_threads(batch_size: int) -> int:
-    """Threads for a CPU run: one at small batches, every core from THREADED_FROM_BATCH on.
+def configure_cpu(batch_size: int) -> None:
+    """One thread at small batches; every core from THREADED_FROM_BATCH on, MKL in strict mode.
 
     At small batches the operations are too small to split well: on an idle 2-core machine two
     threads were 3 to 6% faster than one at batch 4, but with the other core busy (a TensorBoard
@@ -58,7 +58,10 @@ def cpu_threads(batch_size: int) -> int:
     the train stage runs MKL in strict mode (determinism.strict_matrix_products), whatever the
     number of cores, so that the results are the same for any count.
     """
-    return 1 if batch_size < THREADED_FROM_BATCH else torch.get_num_threads()
+    if batch_size < THREADED_FROM_BATCH:
+        torch.set_num_threads(1)
+    else:
+        determinism.strict_matrix_products()
 
 
 class SGD:
@@ -329,9 +332,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     with FigureRenderer() as figures:
         device = determinism.configure(params["device"])
         if device.type == "cpu":
-            torch.set_num_threads(cpu_threads(params["batch_size"]))
-            if params["batch_size"] >= THREADED_FROM_BATCH:
-                determinism.strict_matrix_products()
+            configure_cpu(params["batch_size"])
         images, labels = data.load_split(data_dir, "train")
         steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
         if params["log_every"] > steps:

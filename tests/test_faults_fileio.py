@@ -91,20 +91,6 @@ def test_a_stage_failing_before_its_outputs_are_complete_changes_none(tmp_path):
     assert_no_leftovers(tmp_path)
 
 
-# Renames in order: the model in (it has no previous version), the previous logdir away, the new
-# logdir in, the new metrics over the previous ones (kept as a second hard link).
-@pytest.mark.parametrize("on_call", [1, 2, 3, 4])
-def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_back(
-        tmp_path, monkeypatch, on_call):
-    before = previous_logdir_and_metrics(tmp_path)
-    interrupt_rename(monkeypatch, on_call)
-    with pytest.raises(KeyboardInterrupt):
-        stage_two_outputs(tmp_path)
-    assert snapshot(tmp_path) == before
-    assert not (tmp_path / "models/model.pt").exists()
-    assert_no_leftovers(tmp_path)
-
-
 def signal_during_renames(monkeypatch, on_calls) -> None:
     """Deliver a real SIGINT to this process just before each of the `on_calls`-th os.replace."""
     def deliver(call):
@@ -122,16 +108,26 @@ def previous_logdir_and_metrics(tmp_path) -> dict:
     return snapshot(tmp_path)
 
 
-@pytest.mark.parametrize("on_calls", [{1}, {2}, {3}, {4}, {2, 3}, {4, 5, 6}],
-                         ids=["1", "2", "3", "4", "2-and-3", "4-and-while-undoing"])
-def test_ctrl_c_while_outputs_replace_each_other_undoes_them_all_then_stops(
-        tmp_path, monkeypatch, on_calls):
-    # Held until the outputs are consistent, then the replacement is undone and Ctrl-C raised.
+# Renames in order: the model in (it has no previous version), the previous logdir away, the new
+# logdir in, the new metrics over the previous ones (kept as a second hard link). An interrupt is
+# raised inside a rename, or Ctrl-C arrives before some: held until the outputs are consistent,
+# then the replacement is undone and Ctrl-C raised.
+@pytest.mark.parametrize("how, calls", [
+    *[("raised", {n}) for n in (1, 2, 3, 4)],
+    *[("ctrl-c", calls) for calls in ({1}, {2}, {3}, {4}, {2, 3}, {4, 5, 6})],
+], ids=["raised-1", "raised-2", "raised-3", "raised-4", "ctrl-c-1", "ctrl-c-2", "ctrl-c-3",
+        "ctrl-c-4", "ctrl-c-2-and-3", "ctrl-c-4-and-while-undoing"])
+def test_an_interrupt_while_outputs_replace_each_other_puts_every_previous_one_back(
+        tmp_path, monkeypatch, how, calls):
     before = previous_logdir_and_metrics(tmp_path)
-    signal_during_renames(monkeypatch, on_calls)
+    if how == "raised":
+        interrupt_rename(monkeypatch, *calls)
+    else:
+        signal_during_renames(monkeypatch, calls)
     with pytest.raises(KeyboardInterrupt):
         stage_two_outputs(tmp_path)
     assert snapshot(tmp_path) == before
+    assert not (tmp_path / "models/model.pt").exists()
     assert_no_leftovers(tmp_path)
 
 
