@@ -31,6 +31,14 @@ def configure(device: str) -> torch.device:
     # torch._inductor to set a torch.compile flag: a second per process, for a compiler that this
     # pipeline never uses. torch.are_deterministic_algorithms_enabled() reads the same switch.
     torch._C._set_deterministic_algorithms(True)
+    # Under that switch PyTorch also fills every new tensor with NaN (integers with their largest
+    # value), so that a kernel reading memory it never wrote gives the same result each run. No
+    # kernel this pipeline calls does, and PyTorch's documentation allows the fill off for such a
+    # program; it cost 9% of a CPU training step at batch 4, and a kernel per new tensor on a GPU.
+    # FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may change
+    # (tests/test_reproduction.py checks this one).
+    torch.utils.deterministic.fill_uninitialized_memory = (
+        os.environ.get("FASHION_FILL_UNINITIALIZED") == "1")
     torch.backends.cudnn.benchmark = False
     # Full fp32 on the GPU, as on the CPU: cuDNN would run fp32 convolutions as TF32 on Ampere and
     # later, which changes results and gains nothing for layers this small.
@@ -67,6 +75,7 @@ def flags() -> dict:
     """The determinism switches in force, for provenance records."""
     return {
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "fill_uninitialized_memory": torch.utils.deterministic.fill_uninitialized_memory,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "mkldnn": torch.backends.mkldnn.enabled,
         "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,

@@ -82,13 +82,13 @@ def test_cuda_trains_the_same_function_as_the_cpu():
         [p.loss for p in cpu_result.points], rel=1e-4)
 
 
-def train_stage(work, graph: str):
+def train_stage(work, graph: str, fill: str = "0"):
     work.mkdir()
     write_params(work, device="cuda")
     run([sys.executable, ROOT / "scripts/train.py", "--data", work.parent / "data", "--model",
          work / "model.pt", "--metrics", work / "train.json", "--provenance",
          work / "provenance.json", "--plots", work / "loss.csv", "--logdir", work / "runs"],
-        work, env={**os.environ, "FASHION_CUDA_GRAPH": graph})
+        work, env={**os.environ, "FASHION_CUDA_GRAPH": graph, "FASHION_FILL_UNINITIALIZED": fill})
 
 
 def test_train_stage_on_cuda_with_and_without_the_graph(tmp_path):
@@ -98,7 +98,9 @@ def test_train_stage_on_cuda_with_and_without_the_graph(tmp_path):
          "--checksums", checksums], tmp_path)
     train_stage(tmp_path / "graph", "1")
     train_stage(tmp_path / "eager", "0")
-    graph, eager = tmp_path / "graph", tmp_path / "eager"
+    # PyTorch's NaN fill of new tensors, in the graph too (fill kernels captured): no change.
+    train_stage(tmp_path / "filled", "1", fill="1")
+    graph, eager, filled = tmp_path / "graph", tmp_path / "eager", tmp_path / "filled"
     provenance = json.loads((graph / "provenance.json").read_text())
     assert provenance["device"] == "cuda" and provenance["cudnn_conv_fp32_precision"] == "ieee"
     assert provenance["cuda_matmul_fp32_precision"] == "ieee"
@@ -106,7 +108,9 @@ def test_train_stage_on_cuda_with_and_without_the_graph(tmp_path):
     logged = summaries(graph / "runs")
     assert [s for s, _ in logged["predictions vs. actuals"]] == [9, 19, 29, 39, 49]
     assert model.load(graph / "model.pt").conv1.weight.device.type == "cpu"
-    for name in ("model.pt", "train.json", "loss.csv"):
-        assert (graph / name).read_bytes() == (eager / name).read_bytes(), name
-    assert snapshot(graph / "runs") == snapshot(eager / "runs")
+    assert json.loads((filled / "provenance.json").read_text())["fill_uninitialized_memory"]
+    for other in (eager, filled):
+        for name in ("model.pt", "train.json", "loss.csv"):
+            assert (graph / name).read_bytes() == (other / name).read_bytes(), (other.name, name)
+        assert snapshot(graph / "runs") == snapshot(other / "runs")
 

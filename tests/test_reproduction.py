@@ -36,6 +36,21 @@ def test_forced_rerun_gives_the_same_bytes_everywhere(workspace, env):
     assert (workspace / "dvc.lock").read_text() == lock
 
 
+def test_pytorch_s_fill_of_new_tensors_changes_no_output(workspace, env):
+    # The stages turn PyTorch's NaN fill of new tensors off, which is safe while no kernel reads
+    # memory it has not written; then turning it back on changes nothing but the provenance.
+    before = snapshot(workspace)
+    dvc(workspace, {**env, "FASHION_FILL_UNINITIALIZED": "1"}, "repro", "--force")
+    after = snapshot(workspace)
+    assert sorted(after) == sorted(before)
+    records = [p for p in before if p.startswith("metrics/provenance/")]
+    assert len(records) == 2  # train and evaluate
+    assert sorted(p for p in before if before[p] != after[p]) == records
+    for path in records:  # the fill was on
+        assert json.loads(before[path])["fill_uninitialized_memory"] is False
+        assert json.loads(after[path])["fill_uninitialized_memory"] is True
+
+
 def test_second_repro_runs_nothing(workspace, env):
     done = dvc(workspace, env, "repro")
     assert "Running stage" not in done.stdout

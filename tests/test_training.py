@@ -347,6 +347,7 @@ def test_fashion_cuda_graph_0_and_only_0_asks_for_the_eager_step(monkeypatch):
 def test_configure_switches_determinism_on():
     determinism.configure("cpu")
     assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.utils.deterministic.fill_uninitialized_memory
     assert not torch.backends.cudnn.benchmark and not torch.backends.mkldnn.enabled
     assert torch.backends.cudnn.conv.fp32_precision == "ieee"  # no TF32 convolutions on a GPU
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
