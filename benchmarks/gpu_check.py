@@ -4,7 +4,9 @@
 2. The benchmark on CUDA: the tutorial moved to the GPU against the stages (scripts/bench.py).
 3. Reproduction: the train stage twice, weights, metrics and logs compared byte for byte.
 4. The cost of a training step on the real data: eager CUDA against the CUDA graph, same bits.
-5. Start-up: a fresh process importing torch and creating its CUDA context, three times.
+5. One replay of the graph: its kernels and the GPU's busy time, PyTorch's fill of new tensors
+   off (as the stages run) and on (FASHION_FILL_UNINITIALIZED=1).
+6. Start-up: a fresh process importing torch and creating its CUDA context, three times.
 
 A check that fails is reported in the table and the others still run. Needs the fetched data in
 data/fashion-mnist, the packages of requirements.txt except dvc, and pytest. `--device cpu --quick` runs
@@ -85,6 +87,49 @@ def step_cost(device: str, data_dir: Path, quick: bool, state: dict, **_) -> lis
         return rows
     same = torch.equal(weights["eager"], weights["CUDA graph"])
     return rows + [("eager and graph weights identical", "yes" if same else "NO")]
+
+
+def graph_profile(device: str, data_dir: Path, state: dict, **_) -> list[tuple[str, str]]:
+    """What one replay of the captured step costs: its kernels, the GPU's busy time, and replays
+    back to back; with PyTorch's fill of new tensors off, as the stages run, and on."""
+    if device != "cuda" or not state.get("graph", True):
+        return [("graph replay profile", "skipped: needs the CUDA graph")]
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from fashion import data, determinism, model, training
+
+    determinism.configure(device)
+    images, labels = data.load_split(data_dir, "train")
+    images, labels = data.normalize(images[:1000]).to(device), labels[:1000].to(device)
+    rows = []
+    try:
+        for fill in (False, True):
+            torch.utils.deterministic.fill_uninitialized_memory = fill
+            net = model.initial_net(0).to(device)
+            tallies = [torch.zeros((), dtype=dtype, device=device) for dtype in (torch.float64, torch.int64)]
+            sgd = training.SGD(list(net.parameters()), lr=0.001, momentum=0.9)
+            step = training._CudaGraphStep(training._autograd(net), sgd, images, labels, 4, *tallies)
+            for _ in range(100):
+                step.graph.replay()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(2000):
+                step.graph.replay()
+            torch.cuda.synchronize()
+            back_to_back = (time.perf_counter() - start) / 2000 * 1e6
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(10):
+                    step.graph.replay()
+                torch.cuda.synchronize()
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            busy = sum(e.device_time for e in kernels) / 10
+            rows.append((f"one graph replay, fill of new tensors {'on' if fill else 'off'}",
+                         f"{len(kernels) / 10:.0f} kernels, GPU busy {busy:.1f} us; "
+                         f"{back_to_back:.1f} us a replay back to back"))
+    finally:
+        determinism.configure(device)
+    return rows
 
 
 def benchmark(device: str, data_dir: Path, quick: bool, out_dir: Path, state: dict,
@@ -178,7 +223,7 @@ def main(device, data_dir, out_dir, quick):
             checked([sys.executable, ROOT / "scripts/fetch.py", "--out", data_dir, "--mirror",
                      work / "mirror", "--checksums", checksums], timeout=60)
         rows, state = [], {}
-        for check in (cuda_tests, benchmark, reproduction, step_cost, startup):
+        for check in (cuda_tests, benchmark, reproduction, step_cost, graph_profile, startup):
             click.echo(f"\n== {check.__name__} ==", err=True)
             start = time.perf_counter()
             try:

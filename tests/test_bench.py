@@ -90,7 +90,8 @@ def test_gpu_check_runs_every_check_on_the_cpu(tmp_path, env):
     for name in ("model", "metrics", "losses", "logdir"):
         assert f"| two train runs: identical {name} | yes |" in table
     for row in ("| speed-up, training loop |", "| train step, eager, ms (incl. capture) |",
-                "| fresh process: import torch, s |"):
+                "| fresh process: import torch, s |",
+                "| graph replay profile | skipped: needs the CUDA graph |"):
         assert row in table
     runs = json.loads((tmp_path / "reproduction-cpu.json").read_text())
     assert len(runs) == 2 and runs[0] == runs[1]
