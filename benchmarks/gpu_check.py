@@ -4,7 +4,7 @@
 2. The benchmark on CUDA: the tutorial moved to the GPU against the stages (scripts/bench.py).
 3. Reproduction: the train stage twice, weights, metrics and logs compared byte for byte.
 4. The cost of a training step on the real data: eager CUDA against the CUDA graph, same bits.
-5. One replay of the graph: its kernels and the GPU's busy time, PyTorch's fill of new tensors
+5. One replay of the graph: its kernels and the GPU's busy time, PyTorch's fill of empty tensors
    off (as the stages run) and on (FASHION_FILL_UNINITIALIZED=1).
 6. Start-up: a fresh process importing torch and creating its CUDA context, three times.
 
@@ -91,7 +91,7 @@ def step_cost(device: str, data_dir: Path, quick: bool, state: dict, **_) -> lis
 
 def graph_profile(device: str, data_dir: Path, state: dict, **_) -> list[tuple[str, str]]:
     """What one replay of the captured step costs: its kernels, the GPU's busy time, and replays
-    back to back; with PyTorch's fill of new tensors off, as the stages run, and on."""
+    back to back; with PyTorch's fill of empty tensors off, as the stages run, and on."""
     if device != "cuda" or not state.get("graph", True):
         return [("graph replay profile", "skipped: needs the CUDA graph")]
     import torch
@@ -124,7 +124,7 @@ def graph_profile(device: str, data_dir: Path, state: dict, **_) -> list[tuple[s
                 torch.cuda.synchronize()
             kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
             busy = sum(e.device_time for e in kernels) / 10
-            rows.append((f"one graph replay, fill of new tensors {'on' if fill else 'off'}",
+            rows.append((f"one graph replay, fill of empty tensors {'on' if fill else 'off'}",
                          f"{len(kernels) / 10:.0f} kernels, GPU busy {busy:.1f} us; "
                          f"{back_to_back:.1f} us a replay back to back"))
     finally:

@@ -31,10 +31,12 @@ def configure(device: str) -> torch.device:
     # torch._inductor to set a torch.compile flag: a second per process, for a compiler that this
     # pipeline never uses. torch.are_deterministic_algorithms_enabled() reads the same switch.
     torch._C._set_deterministic_algorithms(True)
-    # Under that switch PyTorch also fills every new tensor with NaN (integers with their largest
-    # value), so that a kernel reading memory it never wrote gives the same result each run. No
-    # kernel this pipeline calls does, and PyTorch's documentation allows the fill off for such a
-    # program; it cost 4.5% of a CPU training step at batch 4, and 8 of a GPU step's 62 kernels.
+    # Under that switch PyTorch also fills the memory of every tensor made empty (torch.empty and
+    # the like, which kernels also use for outputs and work buffers) with NaN, integers with their
+    # largest value, so that a kernel reading memory it never wrote gives the same result each
+    # run. No kernel this pipeline calls does, and PyTorch's documentation allows the fill off for
+    # such a program; it cost 4.5% of a CPU training step at batch 4, and 8 of a GPU step's 62
+    # kernels.
     # FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may change
     # (tests/test_reproduction.py checks this one).
     torch.utils.deterministic.fill_uninitialized_memory = (

@@ -111,7 +111,7 @@ def _autograd(net) -> GradientFunction:
 def _by_hand(params, x, y):
     """What `_autograd` computes for model.Net, calling the kernels autograd calls, one by one.
 
-    At the tutorial's batch of 4 a CPU step is some 60 small kernels, and the autograd engine
+    At the tutorial's batch of 4 a CPU step is some 50 small operations, and the autograd engine
     around them (recording the graph, then walking it) took a quarter of each step. This mirrors
     Net.forward and the backward functions PyTorch registers for each of its operations
     (derivatives.yaml), in the same order and memory layouts, so the bits are the same;
@@ -210,7 +210,7 @@ def _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct):
 class _CudaGraphStep:
     """The SGD step captured once as a CUDA graph and replayed for every full mini-batch.
 
-    At the tutorial's batch of 4 a step is some 60 tiny kernels, and launching them costs more
+    At the tutorial's batch of 4 a step is some 55 tiny kernels, and launching them costs more
     than running them; a replay is one launch. Short final batches run eagerly.
     """
 

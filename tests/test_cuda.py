@@ -98,7 +98,7 @@ def test_train_stage_on_cuda_with_and_without_the_graph(tmp_path):
          "--checksums", checksums], tmp_path)
     train_stage(tmp_path / "graph", "1")
     train_stage(tmp_path / "eager", "0")
-    # PyTorch's NaN fill of new tensors, in the graph too (fill kernels captured): no change.
+    # PyTorch's NaN fill of empty tensors, in the graph too (fill kernels captured): no change.
     train_stage(tmp_path / "filled", "1", fill="1")
     graph, eager, filled = tmp_path / "graph", tmp_path / "eager", tmp_path / "filled"
     provenance = json.loads((graph / "provenance.json").read_text())

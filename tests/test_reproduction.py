@@ -37,7 +37,7 @@ def test_forced_rerun_gives_the_same_bytes_everywhere(workspace, env):
 
 
 def test_pytorch_s_fill_of_new_tensors_changes_no_output(workspace, env):
-    # The stages turn PyTorch's NaN fill of new tensors off, which is safe while no kernel reads
+    # The stages turn PyTorch's NaN fill of empty tensors off, which is safe while no kernel reads
     # memory it has not written; then turning it back on changes nothing but the provenance.
     before = snapshot(workspace)
     dvc(workspace, {**env, "FASHION_FILL_UNINITIALIZED": "1"}, "repro", "--force")
