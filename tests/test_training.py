@@ -344,6 +344,19 @@ def test_fashion_cuda_graph_0_and_only_0_asks_for_the_eager_step(monkeypatch):
         assert training._cuda_graph_wanted() is wanted
 
 
+def test_fashion_fill_uninitialized_1_and_only_1_keeps_pytorch_s_fill(monkeypatch):
+    try:
+        for value, fill in (("1", True), ("0", False), ("", False), ("yes", False)):
+            monkeypatch.setenv("FASHION_FILL_UNINITIALIZED", value)
+            determinism.configure("cpu")
+            assert torch.utils.deterministic.fill_uninitialized_memory is fill
+            if fill:  # and PyTorch fills indeed
+                assert torch.empty(3).isnan().all()
+    finally:
+        monkeypatch.delenv("FASHION_FILL_UNINITIALIZED")
+        determinism.configure("cpu")
+
+
 def test_configure_switches_determinism_on():
     determinism.configure("cpu")
     assert torch.are_deterministic_algorithms_enabled()
