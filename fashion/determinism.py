@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from fashion import params
 from fashion.errors import ParamsError
 
 
@@ -39,8 +40,8 @@ def configure(device: str) -> torch.device:
     # kernels.
     # FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may change
     # (tests/test_reproduction.py checks this one).
-    torch.utils.deterministic.fill_uninitialized_memory = (
-        os.environ.get("FASHION_FILL_UNINITIALIZED") == "1")
+    torch.utils.deterministic.fill_uninitialized_memory = params.switch(
+        "FASHION_FILL_UNINITIALIZED", default=False)
     torch.backends.cudnn.benchmark = False
     # Full fp32 on the GPU, as on the CPU: cuDNN would run fp32 convolutions as TF32 on Ampere and
     # later, which changes results and gains nothing for layers this small.

@@ -1,4 +1,5 @@
-"""What each key of params.yaml means and which values it accepts.
+"""What each key of params.yaml means and which values it accepts; and the on/off switches
+read from the environment, which change how a stage computes but not what.
 
 params.yaml holds the values (the tutorial's hyperparameters by default); this module holds the
 rules. Every stage validates the whole file before doing any work, then reads only its own keys.
@@ -6,6 +7,7 @@ rules. Every stage validates the whole file before doing any work, then reads on
 
 import difflib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +15,7 @@ from typing import Any, Callable
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.error import MarkedYAMLError
 
-from fashion.errors import ParamsError
+from fashion.errors import FashionError, ParamsError
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,15 @@ RULES: dict[str, Rule] = {
 # What other code calls some of these keys; too unlike ours for difflib to suggest.
 SYNONYMS = {"learning_rate": "lr", "learning-rate": "lr", "num_epochs": "epochs",
             "n_epochs": "epochs", "random_seed": "seed", "bs": "batch_size"}
+
+
+def switch(name: str, default: bool) -> bool:
+    """An environment variable set to 1 (on) or 0 (off); unset or empty, the default. Any other
+    value is refused, not read as either: FASHION_CUDA_GRAPH=off must not leave the graph on."""
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise FashionError(f"{name} is {value!r}; set it to 1 or 0, or unset it")
+    return default if value == "" else value == "1"
 
 
 def _typed(key: str, value: Any) -> Any:

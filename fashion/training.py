@@ -4,7 +4,6 @@ import functools
 import hashlib
 import inspect
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from fashion import data, determinism, fileio, model, provenance
 from fashion.errors import TrainingError, memory_errors_explained
 from fashion.figures import FigureRenderer
+from fashion.params import switch
 from fashion.tensorboard_writer import add_serialized_summary, run_writer
 
 FIGURE_TAG = "predictions vs. actuals"
@@ -320,12 +320,13 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
 def _cuda_graph_wanted() -> bool:
     """FASHION_CUDA_GRAPH=0 runs the GPU step eagerly: the same bits, slower; for debugging, or a
     driver that cannot capture graphs."""
-    return os.environ.get("FASHION_CUDA_GRAPH", "1") != "0"
+    return switch("FASHION_CUDA_GRAPH", default=True)
 
 
 def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, plots_path: Path, logdir: Path) -> TrainResult:
     """The train stage: fit the Net, log to TensorBoard, write weights, metrics and loss curve."""
+    cuda_graph = _cuda_graph_wanted()  # first: a bad value is refused before any work
     # The figures are drawn in a worker while training goes on, and everything is written once
     # training ends, in the order of the log points: the same event file as logging inline. The
     # worker starts first, so that its imports overlap the loading below.
@@ -350,7 +351,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
                 figures.submit(FIGURE_TAG, x, y, probs)
 
             start = time.perf_counter()
-            result = train(net, images, labels, on_log=log, cuda_graph=_cuda_graph_wanted(),
+            result = train(net, images, labels, on_log=log, cuda_graph=cuda_graph,
                            by_hand=True,
                            **{k: params[k] for k in PARAMS if k != "device"})
             seconds = time.perf_counter() - start

@@ -195,6 +195,16 @@ def test_device_cuda_without_cuda_is_one_line(work):
     assert_absent(work, TRAIN_OUTPUTS)
 
 
+@pytest.mark.parametrize("name, switch", [("visualize", "FASHION_FILL_UNINITIALIZED"),
+                                          ("train", "FASHION_CUDA_GRAPH"),
+                                          ("train", "FASHION_FILL_UNINITIALIZED")])
+def test_a_switch_set_to_neither_1_nor_0_is_one_line(work, name, switch):
+    done = stage(name, work, env=clean_env(**{switch: "off"}))
+    assert done.returncode == 1
+    assert one_line(done) == f"Error: {switch} is 'off'; set it to 1 or 0, or unset it"
+    assert_absent(work, ("runs", "models", "metrics"))
+
+
 def test_fashion_debug_shows_the_traceback(work):
     write_params(work, lr="abc")
     done = stage("train", work, env=clean_env(FASHION_DEBUG="1"))

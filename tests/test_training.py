@@ -336,22 +336,35 @@ def test_auto_takes_the_gpu_exactly_when_pytorch_sees_one():
     assert determinism.configure("auto") == torch.device(expected)
 
 
-def test_fashion_cuda_graph_0_and_only_0_asks_for_the_eager_step(monkeypatch):
+REFUSED_SWITCH_VALUES = ("off", "true", "yes", "00")
+
+
+def test_fashion_cuda_graph_0_asks_for_the_eager_step_and_other_values_are_refused(monkeypatch):
     monkeypatch.delenv("FASHION_CUDA_GRAPH", raising=False)
     assert training._cuda_graph_wanted()
     for value, wanted in (("0", False), ("1", True), ("", True)):
         monkeypatch.setenv("FASHION_CUDA_GRAPH", value)
         assert training._cuda_graph_wanted() is wanted
+    for value in REFUSED_SWITCH_VALUES:
+        monkeypatch.setenv("FASHION_CUDA_GRAPH", value)
+        with pytest.raises(FashionError, match=f"^FASHION_CUDA_GRAPH is '{value}'; set it to 1 or "
+                                               "0, or unset it$"):
+            training._cuda_graph_wanted()
 
 
-def test_fashion_fill_uninitialized_1_and_only_1_keeps_pytorch_s_fill(monkeypatch):
+def test_fashion_fill_uninitialized_1_keeps_pytorch_s_fill_and_other_values_are_refused(
+        monkeypatch):
     try:
-        for value, fill in (("1", True), ("0", False), ("", False), ("yes", False)):
+        for value, fill in (("1", True), ("0", False), ("", False)):
             monkeypatch.setenv("FASHION_FILL_UNINITIALIZED", value)
             determinism.configure("cpu")
             assert torch.utils.deterministic.fill_uninitialized_memory is fill
             if fill:  # and PyTorch fills indeed
                 assert torch.empty(3).isnan().all()
+        for value in REFUSED_SWITCH_VALUES:
+            monkeypatch.setenv("FASHION_FILL_UNINITIALIZED", value)
+            with pytest.raises(FashionError, match=f"^FASHION_FILL_UNINITIALIZED is '{value}'"):
+                determinism.configure("cpu")
     finally:
         monkeypatch.delenv("FASHION_FILL_UNINITIALIZED")
         determinism.configure("cpu")
