@@ -37,9 +37,8 @@ def configure(device: str) -> torch.device:
     # largest value, so that a kernel reading memory it never wrote gives the same result each
     # run. No kernel this pipeline calls does, and PyTorch's documentation allows the fill off for
     # such a program; it cost 4.5% of a CPU training step at batch 4, and 8 of a GPU step's 62
-    # kernels.
-    # FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may change
-    # (tests/test_reproduction.py checks this one).
+    # kernels. FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may
+    # change (tests/test_reproduction.py checks this one).
     torch.utils.deterministic.fill_uninitialized_memory = params.switch(
         "FASHION_FILL_UNINITIALIZED", default=False)
     torch.backends.cudnn.benchmark = False
