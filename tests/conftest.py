@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic dataset, and copies of the project as real git + DVC repos."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,6 +26,14 @@ TEST_PARAMS = {"seed": 0, "lr": 0.02, "momentum": 0.9, "batch_size": 4, "epochs"
 def write_params(repo: Path, **changes) -> None:
     values = {**TEST_PARAMS, **changes}
     params.write(repo / "params.yaml", values)
+
+
+def load_script(name: str):
+    """scripts/NAME.py imported as a module (its `if __name__ == "__main__"` part not run)."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / f"scripts/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(args, cwd, env=None, check=True, timeout=600) -> subprocess.CompletedProcess:

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import subprocess
 import sys
@@ -7,7 +6,7 @@ import pytest
 import torch
 
 from fashion.errors import FashionError
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT, load_script, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +38,8 @@ def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
     assert quiet["loop_seconds"] == min(quiet["loops"]) and quiet["wall"] == min(quiet["walls"])
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts/bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
 def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
-    bench = load_bench()
+    bench = load_script("bench")
     ballast = torch.ones(300 * 2**20 // 4)  # this process holds 300 MB more than either command
     small = bench.timed([sys.executable, "-c", "pass"], tmp_path)
     large = bench.timed([sys.executable, "-c", "ballast = b'x' * (400 * 2**20)"], tmp_path)
@@ -64,7 +56,7 @@ def test_a_command_s_peak_memory_is_its_own_not_the_benchmark_s(tmp_path):
 ], ids=["missing", "failing", "killed"])
 def test_a_command_that_fails_is_one_error_naming_it(tmp_path, command, error):
     with pytest.raises(FashionError) as failure:
-        load_bench().timed(command, tmp_path)
+        load_script("bench").timed(command, tmp_path)
     assert str(failure.value).startswith(command[0]) and error in str(failure.value)
 
 

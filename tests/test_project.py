@@ -1,6 +1,5 @@
 """The project's facts agree with each other: dvc.yaml, the stage scripts, their modules."""
 
-import importlib.util
 import json
 import os
 import re
@@ -14,7 +13,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from fashion import data, evaluation, experiments, training, visualize
-from tests.conftest import ROOT, make_dry_run
+from tests.conftest import ROOT, load_script, make_dry_run
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
@@ -24,13 +23,6 @@ STAGE_PARAMS = {"fetch": (), "visualize": visualize.PARAMS, "train": training.PA
 
 def out_paths(entries):
     return {e if isinstance(e, str) else next(iter(e)) for e in entries or []}
-
-
-def script_command(stage):
-    spec = importlib.util.spec_from_file_location(f"stage_{stage}", ROOT / f"scripts/{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def imported_package_files(stage):
@@ -68,7 +60,7 @@ def test_stage_declares_exactly_the_params_it_reads(stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_stage_outputs_are_the_scripts_defaults(stage):
-    paths = {p.default for p in script_command(stage).params if isinstance(p.type, click.Path)}
+    paths = {p.default for p in load_script(stage).main.params if isinstance(p.type, click.Path)}
     inputs = set(STAGES[stage]["deps"]) | {"params.yaml"}
     outs = out_paths(STAGES[stage].get("outs")) | out_paths(STAGES[stage].get("metrics"))
     assert outs and outs == paths - inputs
