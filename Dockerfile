@@ -21,8 +21,8 @@
 # match the local versions `2.14.1+cpu` and `0.29.1+cpu`, so the flavour only adds PyTorch's index
 # (TORCH_INDEX_URL, default https://download.pytorch.org/whl/$TORCH_FLAVOUR) as an extra index
 # and a constraint pinning those two packages to `+$TORCH_FLAVOUR`. A flavour must exist for this
-# torch release on that index. The machines this image was developed on reach PyPI only, so the
-# flavour builds were not run there; only the default (plain PyPI) build was verified.
+# torch release on that index. tests/test_docker.py builds and runs the default (plain PyPI)
+# image only; the flavour builds are untested.
 
 ARG BASE_IMAGE=python:3.11-slim
 # hadolint ignore=DL3006

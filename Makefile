@@ -48,7 +48,7 @@ test: setup ## Run the test suite (offline, synthetic data)
 bench: setup ## Time the tutorial against the stages on the fetched data (about 2 minutes on 2 cores)
 	python scripts/bench.py --json bench-results/$(shell date +%Y%m%d-%H%M%S).json $(BENCH_ARGS)
 
-bench-quick: setup ## Check that the benchmark runs: 300 steps on generated data
+bench-quick: setup ## Check that the benchmark runs: 1,200 generated training images
 	python scripts/bench.py --quick
 
 gpu-check: setup ## On a GPU machine: CUDA tests, the benchmark on CUDA, two train runs compared byte for byte

@@ -1,4 +1,5 @@
-"""What every stage command shares: options and the way failures reach the user.
+"""What every stage command shares: options, on/off switches read from the environment, and the
+way failures reach the user.
 
 A FashionError or an OSError (a path that cannot be read or written) prints one line and exits 1;
 Ctrl-C exits 130 and SIGTERM 143, after the stage's staged outputs are cleaned up. FASHION_DEBUG=1
@@ -33,6 +34,16 @@ def _interrupted_while_starting(signum, frame):
     os._exit(130)
 
 
+def switch(name: str, default: bool) -> bool:
+    """An environment variable set to 1 (on) or 0 (off); unset or empty, the default. Any other
+    value is refused, not read as either: FASHION_CUDA_GRAPH=off must not leave the graph on.
+    The switches change how a stage computes or reports, never what it writes."""
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise FashionError(f"{name} is {value!r}; set it to 1 or 0, or unset it")
+    return default if value == "" else value == "1"
+
+
 def quiet_ctrl_c_while_starting() -> None:
     """Make Ctrl-C exit with one line until stage_command's wrapper runs. For a script's
     `__main__` only: an importing process (a test) keeps its own handler."""
@@ -49,7 +60,11 @@ def stage_command(func):
         signal.signal(signal.SIGTERM, _terminate)
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # cleanup needs the exception
-        if os.environ.get("FASHION_DEBUG", "0") not in ("", "0"):
+        try:
+            traceback_wanted = switch("FASHION_DEBUG", default=False)
+        except FashionError as exc:
+            raise click.ClickException(str(exc)) from None
+        if traceback_wanted:
             return func(*args, **kwargs)
         try:
             return func(*args, **kwargs)
@@ -80,9 +95,10 @@ def logdir_option(default: str):
                         help="TensorBoard logdir to write (replaced on success).")
 
 
-def params_epilog(keys) -> str:
-    """The --help line naming the params a stage reads (its deps in dvc.yaml)."""
-    return f"Reads these keys of the params file: {', '.join(keys)}."
+def provenance_option(default: str):
+    return click.option("--provenance", "provenance_path", default=default, show_default=True,
+                        type=click.Path(path_type=Path),
+                        help="Code, params, data, software and hardware of this run (JSON).")
 
 
 def params_option(func):

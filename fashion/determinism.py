@@ -5,7 +5,7 @@ import os
 
 import torch
 
-from fashion import params
+from fashion.cli import switch
 from fashion.errors import ParamsError
 
 
@@ -39,7 +39,7 @@ def configure(device: str) -> torch.device:
     # such a program; it cost 4.5% of a CPU training step at batch 4, and 8 of a GPU step's 62
     # kernels. FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may
     # change (tests/test_reproduction.py checks this one).
-    torch.utils.deterministic.fill_uninitialized_memory = params.switch(
+    torch.utils.deterministic.fill_uninitialized_memory = switch(
         "FASHION_FILL_UNINITIALIZED", default=False)
     torch.backends.cudnn.benchmark = False
     # Full fp32 on the GPU, as on the CPU: cuDNN would run fp32 convolutions as TF32 on Ampere and

@@ -1,7 +1,7 @@
 """The matplotlib figure of the tutorial's 'predictions vs. actuals' view, and a worker process
 that draws it while training goes on.
 
-Only `prediction_panels` needs torch. Everything the worker runs (`panels_figure`,
+Only `prediction_panels` and `predictions_figure` take tensors. Everything the worker runs (`panels_figure`,
 `image_summary`, `serve`) needs numpy, matplotlib, Pillow and TensorBoard's protobufs, never
 torch: see FigureRenderer.
 """
@@ -146,9 +146,9 @@ def _sigint_ignored():
 class FigureRenderer:
     """Draws prediction figures in a worker process while training goes on.
 
-    Drawing a figure and encoding its PNG takes about 60 ms of a CPU core, a second over the 15
-    figures of a default run: 7% of CPU training and a third of a GPU run. The training loop uses
-    one core at the tutorial's batch size, so the drawing goes on another.
+    Drawing a figure and encoding its PNG takes about 60 ms of a CPU core, 0.9 s over the 15
+    figures of a default run: a ninth of the CPU training loop and a third of the GPU one. The
+    training loop uses one core at the tutorial's batch size, so the drawing goes on another.
 
     The worker is a fresh interpreter that imports matplotlib and never torch. On the H100 host
     importing torch took 4 s, more than the whole training loop, and a multiprocessing worker

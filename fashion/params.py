@@ -1,13 +1,13 @@
-"""What each key of params.yaml means and which values it accepts; and the on/off switches
-read from the environment, which change how a stage computes but not what.
+"""What each key of params.yaml means and which values it accepts.
 
 params.yaml holds the values (the tutorial's hyperparameters by default); this module holds the
-rules. Every stage validates the whole file before doing any work, then reads only its own keys.
+rules. Every stage that reads params validates the whole file before doing any work, then reads
+only its own keys.
 """
 
 import difflib
 import math
-import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.error import MarkedYAMLError
 
-from fashion.errors import FashionError, ParamsError
+from fashion.errors import ParamsError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ RULES: dict[str, Rule] = {
     "epochs": Rule(int, COUNT, _count, "passes over the training set"),
     "log_every": Rule(int, COUNT, _count,
                       "mini-batches between TensorBoard loss scalars and prediction figures"),
-    "embedding_samples": Rule(int, COUNT, _count, "training images shown in the embedding projector"),
+    "embedding_samples": Rule(int, COUNT, _count, "training images shown in the embedding projector, "
+                              "at most the training-set size"),
     "device": Rule(str, "one of " + ", ".join(DEVICES), lambda v: v in DEVICES,
                    "auto picks CUDA when PyTorch sees a GPU, else the CPU"),
 }
@@ -53,13 +54,13 @@ SYNONYMS = {"learning_rate": "lr", "learning-rate": "lr", "num_epochs": "epochs"
             "n_epochs": "epochs", "random_seed": "seed", "bs": "batch_size"}
 
 
-def switch(name: str, default: bool) -> bool:
-    """An environment variable set to 1 (on) or 0 (off); unset or empty, the default. Any other
-    value is refused, not read as either: FASHION_CUDA_GRAPH=off must not leave the graph on."""
-    value = os.environ.get(name, "")
-    if value not in ("", "0", "1"):
-        raise FashionError(f"{name} is {value!r}; set it to 1 or 0, or unset it")
-    return default if value == "" else value == "1"
+def epilog(keys: tuple[str, ...]) -> str:
+    """A stage's --help text on the keys it reads: its params in dvc.yaml."""
+    width = max(len(key) for key in keys) + 4
+    rows = [textwrap.fill(f"{RULES[key].help}; {RULES[key].allowed}", 79,
+                          initial_indent=f"  {key:<{width - 2}}", subsequent_indent=" " * width)
+            for key in keys]
+    return "\b\nReads these keys of the params file:\n" + "\n".join(rows)  # \b: click keeps the lines
 
 
 def _typed(key: str, value: Any) -> Any:

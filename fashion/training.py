@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from fashion import data, determinism, fileio, model, provenance
+from fashion.cli import switch
 from fashion.errors import TrainingError, memory_errors_explained
 from fashion.figures import FigureRenderer
-from fashion.params import switch
 from fashion.tensorboard_writer import add_serialized_summary, run_writer
 
 FIGURE_TAG = "predictions vs. actuals"
@@ -210,7 +210,7 @@ def _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct):
 class _CudaGraphStep:
     """The SGD step captured once as a CUDA graph and replayed for every full mini-batch.
 
-    At the tutorial's batch of 4 a step is some 55 tiny kernels, and launching them costs more
+    At the tutorial's batch of 4 a step is some 54 tiny kernels, and launching them costs more
     than running them; a replay is one launch. Short final batches run eagerly.
     """
 

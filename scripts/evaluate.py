@@ -16,16 +16,14 @@ if __name__ == "__main__":
 from fashion import evaluation, params
 
 
-@click.command(epilog=cli.params_epilog(evaluation.PARAMS))
+@click.command(epilog=params.epilog(evaluation.PARAMS))
 @cli.params_option
 @cli.data_option
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,
               type=click.Path(path_type=Path), help="Weights written by the train stage.")
 @click.option("--metrics", "metrics_path", default="metrics/evaluate.json", show_default=True,
               type=click.Path(path_type=Path), help="Test metrics (JSON).")
-@click.option("--provenance", "provenance_path", default="metrics/provenance/evaluate.json",
-              show_default=True, type=click.Path(path_type=Path),
-              help="Code, params, data, software and hardware of this run (JSON).")
+@cli.provenance_option("metrics/provenance/evaluate.json")
 @click.option("--confusion", "confusion_path", default="plots/confusion.csv", show_default=True,
               type=click.Path(path_type=Path), help="Actual and predicted class per test image (CSV).")
 @click.option("--pr-dir", default="plots/pr", show_default=True, type=click.Path(path_type=Path),

@@ -16,16 +16,14 @@ if __name__ == "__main__":
 from fashion import params, training
 
 
-@click.command(epilog=cli.params_epilog(training.PARAMS))
+@click.command(epilog=params.epilog(training.PARAMS))
 @cli.params_option
 @cli.data_option
 @click.option("--model", "model_path", default="models/model.pt", show_default=True,
               type=click.Path(path_type=Path), help="Where to write the trained state_dict.")
 @click.option("--metrics", "metrics_path", default="metrics/train.json", show_default=True,
               type=click.Path(path_type=Path), help="Training metrics (JSON).")
-@click.option("--provenance", "provenance_path", default="metrics/provenance/train.json",
-              show_default=True, type=click.Path(path_type=Path),
-              help="Code, params, data, software and hardware of this run (JSON).")
+@cli.provenance_option("metrics/provenance/train.json")
 @click.option("--plots", "plots_path", default="plots/train_loss.csv", show_default=True,
               type=click.Path(path_type=Path), help="Loss and accuracy per log step (CSV).")
 @cli.logdir_option("runs/train")

@@ -16,7 +16,7 @@ if __name__ == "__main__":
 from fashion import params, visualize
 
 
-@click.command(epilog=cli.params_epilog(visualize.PARAMS))
+@click.command(epilog=params.epilog(visualize.PARAMS))
 @cli.params_option
 @cli.data_option
 @cli.logdir_option("runs/visualize")

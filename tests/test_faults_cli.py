@@ -197,7 +197,8 @@ def test_device_cuda_without_cuda_is_one_line(work):
 
 @pytest.mark.parametrize("name, switch", [("visualize", "FASHION_FILL_UNINITIALIZED"),
                                           ("train", "FASHION_CUDA_GRAPH"),
-                                          ("train", "FASHION_FILL_UNINITIALIZED")])
+                                          ("train", "FASHION_FILL_UNINITIALIZED"),
+                                          ("evaluate", "FASHION_DEBUG")])
 def test_a_switch_set_to_neither_1_nor_0_is_one_line(work, name, switch):
     done = stage(name, work, env=clean_env(**{switch: "off"}))
     assert done.returncode == 1

