@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PANELS = 4
+SECONDS_PER_FIGURE = 0.06  # to draw one and encode its PNG, on one core (see FigureRenderer)
 WORKER = "from fashion.figures import serve; serve()"  # the worker's program, for `python -c`
 
 
@@ -146,9 +147,10 @@ def _sigint_ignored():
 class FigureRenderer:
     """Draws prediction figures in a worker process while training goes on.
 
-    Drawing a figure and encoding its PNG takes about 60 ms of a CPU core, 0.9 s over the 15
-    figures of a default run: a ninth of the CPU training loop and a third of the GPU one. The
-    training loop uses one core at the tutorial's batch size, so the drawing goes on another.
+    Drawing a figure and encoding its PNG takes about 60 ms of a CPU core (measured on the 2-core
+    machine of README.md's Speed section), 0.9 s over the 15 figures of a default run: a ninth of
+    the CPU training loop and a third of the GPU one. The training loop uses one core at the
+    tutorial's batch size, so the drawing goes on another.
 
     The worker is a fresh interpreter that imports matplotlib and never torch. On the H100 host
     importing torch took 4 s, more than the whole training loop, and a multiprocessing worker

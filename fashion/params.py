@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -27,6 +28,7 @@ class Rule:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+LR_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
 COUNT = "an integer from 1 to 2**63 - 1"  # a count that PyTorch's int64 holds
 
 
@@ -37,7 +39,10 @@ def _count(value: int) -> bool:
 RULES: dict[str, Rule] = {
     "seed": Rule(int, "an integer from 0 to 2**63 - 1", lambda v: 0 <= v < 2**63,
                  "seeds every random draw: initial weights, batch order, embedding sample"),
-    "lr": Rule(float, "a number > 0", lambda v: v > 0, "SGD learning rate"),
+    # The update multiplies float32 tensors by lr: beyond float32's range it fails, and below its
+    # normal numbers it rounds to no update at all.
+    "lr": Rule(float, f"a number from {LR_RANGE[0]:.3g} to {LR_RANGE[1]:.3g}",
+               lambda v: LR_RANGE[0] <= v <= LR_RANGE[1], "SGD learning rate"),
     "momentum": Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
     "batch_size": Rule(int, COUNT, _count, "training mini-batch size"),
     "epochs": Rule(int, COUNT, _count, "passes over the training set"),

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fashion import data, determinism, fileio, model, provenance
 from fashion.cli import switch
 from fashion.errors import TrainingError, memory_errors_explained
-from fashion.figures import FigureRenderer
+from fashion.figures import SECONDS_PER_FIGURE, FigureRenderer
 from fashion.tensorboard_writer import add_serialized_summary, run_writer
 
 FIGURE_TAG = "predictions vs. actuals"
@@ -323,6 +323,22 @@ def _cuda_graph_wanted() -> bool:
     return switch("FASHION_CUDA_GRAPH", default=True)
 
 
+def logging_warning(steps: int, log_every: int) -> str | None:
+    """What to tell a user whose log_every logs nothing, or so many figures that drawing them
+    outlasts training by minutes; None for a sensible value."""
+    if log_every > steps:
+        batches = f"{steps} mini-batch{'' if steps == 1 else 'es'}"
+        return (f"log_every is {log_every} but this run has {batches}, so no loss points or "
+                "figures will be logged; lower log_every to see training in TensorBoard.")
+    figures = steps // log_every
+    minutes = figures * SECONDS_PER_FIGURE / 60
+    if minutes > 1:
+        return (f"log_every is {log_every}, so this run logs {figures} figures, which take some "
+                f"{minutes:.0f} minutes to draw, mostly after training, and are held in memory "
+                "until then; raise log_every to log fewer.")
+    return None
+
+
 def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, plots_path: Path, logdir: Path) -> TrainResult:
     """The train stage: fit the Net, log to TensorBoard, write weights, metrics and loss curve."""
@@ -336,11 +352,9 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
             configure_cpu(params["batch_size"])
         images, labels = data.load_split(data_dir, "train")
         steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
-        if params["log_every"] > steps:
-            batches = f"{steps} mini-batch{'' if steps == 1 else 'es'}"
-            click.echo(f"Warning: log_every is {params['log_every']} but this run has {batches}, "
-                       "so no loss points or figures will be logged; lower "
-                       "log_every to see training in TensorBoard.", err=True)
+        warning = logging_warning(steps, params["log_every"])
+        if warning:
+            click.echo(f"Warning: {warning}", err=True)
         with memory_errors_explained(device, params["batch_size"]):
             images, labels = data.normalize(images).to(device), labels.to(device)
             net = model.initial_net(params["seed"]).to(device)
@@ -359,7 +373,8 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
 
     per_second = result.steps / seconds  # under 1 for a huge batch: not to be shown as 0
     rate = f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
-    click.echo(f"trained {result.steps} steps in {seconds:.2f} s ({rate} steps/s) on {device}",
+    steps = f"{result.steps} step{'' if result.steps == 1 else 's'}"
+    click.echo(f"trained {steps} in {seconds:.2f} s ({rate} steps/s) on {device}",
                err=True)
     # Last, so that a stage interrupted at any earlier point has replaced none of its outputs.
     with fileio.outputs() as out:

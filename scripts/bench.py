@@ -116,7 +116,7 @@ def stage_command(stage: str, params_file: Path, data_dir: Path, out: Path) -> l
 
 def trained(stderr: str) -> tuple[int, float]:
     """Steps and training-loop seconds from the train stage's last line."""
-    found = re.search(r"trained (\d+) steps in ([\d.]+) s", stderr)
+    found = re.search(r"trained (\d+) steps? in ([\d.]+) s", stderr)
     if found is None:
         raise FashionError("the train stage did not print its `trained N steps in S s` line; "
                            "update trained() in scripts/bench.py to its new wording")

@@ -22,7 +22,7 @@ import torch
 
 from fashion import fetch, model
 from fashion.training import FIGURE_TAG
-from tests.conftest import ROOT, make_dry_run, write_params
+from tests.conftest import ROOT, load_script, make_dry_run, write_params
 from tests.events import summaries
 from tests.faults import assert_failed, assert_no_leftovers, clean_env, outputs, snapshot
 
@@ -142,16 +142,17 @@ def test_two_outputs_on_one_path_are_refused_before_anything_is_written(work):
 # --- params --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message", [
-    ({"lr": "abc"}, "lr must be a number > 0, got 'abc'"),
-    ({"lr": 0}, "lr must be a number > 0, got 0"),
-    ({"lr": ".inf"}, "lr must be a number > 0, got inf"),
+    ({"lr": "abc"}, "lr must be a number from 1.18e-38 to 3.4e+38, got 'abc'"),
+    ({"lr": 0}, "lr must be a number from 1.18e-38 to 3.4e+38, got 0"),
+    ({"lr": ".inf"}, "lr must be a number from 1.18e-38 to 3.4e+38, got inf"),
+    ({"lr": 1e300}, "lr must be a number from 1.18e-38 to 3.4e+38, got 1e+300"),
     ({"batch_size": 0}, "batch_size must be an integer from 1 to 2**63 - 1, got 0"),
     ({"epochs": 0}, "epochs must be an integer from 1 to 2**63 - 1, got 0"),
     ({"momentum": 1}, "momentum must be a number in [0, 1), got 1"),
     ({"log_every": 0}, "log_every must be an integer from 1 to 2**63 - 1, got 0"),
     ({"learning_rate": 0.01}, "unknown key 'learning_rate'; did you mean 'lr'?"),
-], ids=["lr-abc", "lr-0", "lr-inf", "batch_size-0", "epochs-0", "momentum-1", "log_every-0",
-        "unknown-key"])
+], ids=["lr-abc", "lr-0", "lr-inf", "lr-beyond-float32", "batch_size-0", "epochs-0", "momentum-1",
+        "log_every-0", "unknown-key"])
 def test_a_bad_param_is_one_line_naming_the_key(work, change, message):
     write_params(work, **change)
     done = stage("train", work)
@@ -172,7 +173,7 @@ def test_every_stage_validates_the_whole_file(work):
     # visualize reads neither lr nor momentum, but a typo anywhere stops every stage.
     write_params(work, lr="abc")
     done = stage("visualize", work)
-    assert_failed(done, "Error: params.yaml: lr must be a number > 0, got 'abc'")
+    assert_failed(done, "Error: params.yaml: lr must be a number from 1.18e-38 to 3.4e+38, got 'abc'")
     assert_absent(work, ("runs/visualize",))
 
 
@@ -449,3 +450,11 @@ def test_tensorboard_arguments_with_no_serve_are_refused(tmp_path):
     done = stage("tensorboard_exps", tmp_path, "--out", "logs", "--no-serve", "--",
                  "--samples_per_plugin", "images=1000")
     assert done.returncode == 2 and "make no sense with --no-serve" in done.stderr
+
+
+def test_a_one_step_run_says_so_and_the_benchmark_reads_it(work):
+    write_params(work, batch_size=10**6)  # the whole training set in one mini-batch
+    done = stage("train", work)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^trained 1 step in [\d.]+ s \(", done.stderr, re.M), done.stderr
+    assert load_script("bench").trained(done.stderr)[0] == 1

@@ -379,3 +379,13 @@ def test_configure_switches_determinism_on():
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
     with pytest.raises(RuntimeError, match="does not have a deterministic implementation"):
         torch.nn.functional.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2).long(), 2)
+
+
+def test_log_every_that_logs_nothing_or_minutes_of_figures_is_warned_of():
+    assert training.logging_warning(15000, 1000) is None  # the tutorial's 15 figures
+    assert training.logging_warning(15000, 15) is None    # 1,000 figures: a minute's drawing
+    assert training.logging_warning(50, 51).startswith("log_every is 51 but this run has 50 "
+                                                       "mini-batches, so no loss points")
+    assert training.logging_warning(15000, 1).startswith(
+        "log_every is 1, so this run logs 15000 figures, which take some 15 minutes to draw")
+    assert "some 2 minutes" in training.logging_warning(15000, 10)
