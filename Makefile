@@ -37,6 +37,8 @@ repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a loca
 	dvc repro
 
 tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set LOGDIR, HOST, PORT to change)
+	@find "$(LOGDIR)" -name 'events.out.tfevents.*' 2>/dev/null | grep -q . || echo "Note: \
+	$(LOGDIR) holds no TensorBoard logs yet; \`make repro\` or \`dvc pull\` writes them." >&2
 	tensorboard --logdir "$(LOGDIR)" --host $(HOST) --port $(PORT) $(TENSORBOARD_FLAGS)
 
 tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run per experiment

@@ -177,3 +177,15 @@ def test_a_running_tensorboard_shows_a_rerun_stage_s_new_logs(tmp_path, env):
         stop(process)
     assert learning_rates(before) == pytest.approx([0.001] * 3)
     assert learning_rates(after) == pytest.approx([0.01] * 3)
+
+
+def test_make_tensorboard_notes_a_logdir_without_logs(tmp_path):
+    [check] = [line for line in make_dry_run("tensorboard", f"LOGDIR={tmp_path / 'runs'}")
+               if line.startswith("find ")]
+    missing = subprocess.run(["sh", "-c", check], capture_output=True, text=True, timeout=30)
+    assert missing.stderr.endswith("runs holds no TensorBoard logs yet; `make repro` or `dvc pull` "
+                                   "writes them.\n")
+    with SummaryWriter(tmp_path / "runs/train") as writer:
+        writer.add_scalar("training loss", 1.0, 0)
+    present = subprocess.run(["sh", "-c", check], capture_output=True, text=True, timeout=30)
+    assert present.returncode == 0 and present.stderr == ""
