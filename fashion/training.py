@@ -373,9 +373,8 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
 
     per_second = result.steps / seconds  # under 1 for a huge batch: not to be shown as 0
     rate = f"{per_second:.0f}" if per_second >= 10 else f"{per_second:.2g}"
-    steps = f"{result.steps} step{'' if result.steps == 1 else 's'}"
-    click.echo(f"trained {steps} in {seconds:.2f} s ({rate} steps/s) on {device}",
-               err=True)
+    trained = f"{result.steps} step{'' if result.steps == 1 else 's'}"
+    click.echo(f"trained {trained} in {seconds:.2f} s ({rate} steps/s) on {device}", err=True)
     # Last, so that a stage interrupted at any earlier point has replaced none of its outputs.
     with fileio.outputs() as out:
         with run_writer(logdir, out) as writer:
