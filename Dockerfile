@@ -17,8 +17,8 @@
 # PyTorch wheel flavour from https://download.pytorch.org/whl/ at build time:
 #   docker build --build-arg TORCH_FLAVOUR=cpu -t fashion-mnist-dvc .     # CPU only
 #   docker build --build-arg TORCH_FLAVOUR=cu126 -t fashion-mnist-dvc .   # CUDA 12.6, driver >= 525
-# requirements.txt still drives the install: its `torch==2.14.1` and `torchvision==0.29.1` also
-# match the local versions `2.14.1+cpu` and `0.29.1+cpu`, so the flavour only adds PyTorch's index
+# requirements.txt still drives the install: its pins of torch and torchvision (`==X.Y.Z`) also
+# match PyTorch's local versions (`X.Y.Z+cpu`), so the flavour only adds PyTorch's index
 # (TORCH_INDEX_URL, default https://download.pytorch.org/whl/$TORCH_FLAVOUR) as an extra index
 # and a constraint pinning those two packages to `+$TORCH_FLAVOUR`. A flavour must exist for this
 # torch release on that index. tests/test_docker.py builds and runs the default (plain PyPI)

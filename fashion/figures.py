@@ -1,9 +1,9 @@
 """The matplotlib figure of the tutorial's 'predictions vs. actuals' view, and a worker process
 that draws it while training goes on.
 
-Only `prediction_panels` and `predictions_figure` take tensors. Everything the worker runs
-(`panels_figure`, `image_summary`, `serve`) needs numpy, matplotlib, Pillow and TensorBoard's
-protobufs, never torch: see FigureRenderer.
+Only `prediction_panels`, `predictions_figure` and `FigureRenderer.submit` take tensors. Everything
+the worker runs (`panels_figure`, `image_summary`, `serve`) needs numpy, matplotlib, Pillow and
+TensorBoard's protobufs, never torch: see FigureRenderer.
 """
 
 from __future__ import annotations  # torch and Figure appear in annotations without being imported

@@ -28,7 +28,7 @@ class Rule:
 
 
 DEVICES = ("auto", "cpu", "cuda")
-LR_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 COUNT = "an integer from 1 to 2**63 - 1"  # a count that PyTorch's int64 holds
 
 
@@ -39,10 +39,9 @@ def _count(value: int) -> bool:
 RULES: dict[str, Rule] = {
     "seed": Rule(int, "an integer from 0 to 2**63 - 1", lambda v: 0 <= v < 2**63,
                  "seeds every random draw: initial weights, batch order, embedding sample"),
-    # The update multiplies float32 tensors by lr: beyond float32's range it fails, and below its
-    # normal numbers it rounds to no update at all.
-    "lr": Rule(float, f"a number from {LR_RANGE[0]:.3g} to {LR_RANGE[1]:.3g}",
-               lambda v: LR_RANGE[0] <= v <= LR_RANGE[1], "SGD learning rate"),
+    # The update multiplies float32 tensors by lr, which fails for an lr beyond float32's range.
+    "lr": Rule(float, "a number > 0 that float32 holds (up to about 3.4e+38)",
+               lambda v: 0 < v <= FLOAT32_MAX, "SGD learning rate"),
     "momentum": Rule(float, "a number in [0, 1)", lambda v: 0 <= v < 1, "SGD momentum"),
     "batch_size": Rule(int, COUNT, _count, "training mini-batch size"),
     "epochs": Rule(int, COUNT, _count, "passes over the training set"),
@@ -79,7 +78,7 @@ def _typed(key: str, value: Any) -> Any:
         except OverflowError:  # an integer literal beyond a double's range
             return None
     if kind is float and isinstance(value, float) and not math.isfinite(value):
-        return None  # YAML's .inf and .nan: no setting means them, and .inf would pass `> 0`
+        return None  # YAML's .inf and .nan: no setting means them
     return value if isinstance(value, kind) else None
 
 

@@ -331,11 +331,12 @@ def logging_warning(steps: int, log_every: int) -> str | None:
         return (f"log_every is {log_every} but this run has {batches}, so no loss points or "
                 "figures will be logged; lower log_every to see training in TensorBoard.")
     figures = steps // log_every
-    minutes = figures * SECONDS_PER_FIGURE / 60
-    if minutes > 1:
+    seconds = figures * SECONDS_PER_FIGURE
+    if seconds > 60:
+        drawing = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"
         return (f"log_every is {log_every}, so this run logs {figures} figures, which take some "
-                f"{minutes:.0f} minutes to draw, mostly after training, and are held in memory "
-                "until then; raise log_every to log fewer.")
+                f"{drawing} to draw, mostly after training, and are held in memory until then; "
+                "raise log_every to log fewer.")
     return None
 
 

@@ -142,10 +142,10 @@ def test_two_outputs_on_one_path_are_refused_before_anything_is_written(work):
 # --- params --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("change, message", [
-    ({"lr": "abc"}, "lr must be a number from 1.18e-38 to 3.4e+38, got 'abc'"),
-    ({"lr": 0}, "lr must be a number from 1.18e-38 to 3.4e+38, got 0"),
-    ({"lr": ".inf"}, "lr must be a number from 1.18e-38 to 3.4e+38, got inf"),
-    ({"lr": 1e300}, "lr must be a number from 1.18e-38 to 3.4e+38, got 1e+300"),
+    ({"lr": "abc"}, "lr must be a number > 0 that float32 holds (up to about 3.4e+38), got 'abc'"),
+    ({"lr": 0}, "lr must be a number > 0 that float32 holds (up to about 3.4e+38), got 0"),
+    ({"lr": ".inf"}, "lr must be a number > 0 that float32 holds (up to about 3.4e+38), got inf"),
+    ({"lr": 1e300}, "lr must be a number > 0 that float32 holds (up to about 3.4e+38), got 1e+300"),
     ({"batch_size": 0}, "batch_size must be an integer from 1 to 2**63 - 1, got 0"),
     ({"epochs": 0}, "epochs must be an integer from 1 to 2**63 - 1, got 0"),
     ({"momentum": 1}, "momentum must be a number in [0, 1), got 1"),
@@ -173,7 +173,8 @@ def test_every_stage_validates_the_whole_file(work):
     # visualize reads neither lr nor momentum, but a typo anywhere stops every stage.
     write_params(work, lr="abc")
     done = stage("visualize", work)
-    assert_failed(done, "Error: params.yaml: lr must be a number from 1.18e-38 to 3.4e+38, got 'abc'")
+    assert_failed(done, "Error: params.yaml: lr must be a number > 0 that float32 holds (up to about "
+                        "3.4e+38), got 'abc'")
     assert_absent(work, ("runs/visualize",))
 
 

@@ -35,16 +35,6 @@ def test_readme_params_table_matches_params_yaml_and_the_rules():
         assert re.search(row, readme, re.M), f"README's row for {key} differs from params.yaml or RULES"
 
 
-def test_stage_help_names_each_key_it_reads_with_its_rule():
-    text = params.epilog(("seed", "embedding_samples"))
-    assert text.startswith("\b\n")  # click prints the lines as they are
-    flat = " ".join(text.split())
-    for key in ("seed", "embedding_samples"):
-        rule = params.RULES[key]
-        assert f"{key} {rule.help}; {rule.allowed}" in flat
-    assert "lr" not in flat
-
-
 def test_returns_only_requested_keys(tmp_path):
     path = write(tmp_path, "lr: 0.01\nseed: 3\n")
     assert params.load(path, ("lr",)) == {"lr": 0.01}
@@ -61,8 +51,8 @@ def test_integer_accepted_for_float(tmp_path):
 
 @pytest.mark.parametrize("text, key", [
     ("lr: abc", "lr"), ("lr: 0", "lr"), ("lr: -0.1", "lr"),
-    # Beyond float32, the weights' type: the update fails, or rounds to none at all.
-    ("lr: 1e300", "lr"), ("lr: 1e-46", "lr"), ("lr: 1e-39", "lr"),
+    # Beyond float32, the weights' type: the update would fail.
+    ("lr: 1e300", "lr"), ("lr: 3.5e38", "lr"),
     ("batch_size: 0", "batch_size"), ("batch_size: 4.5", "batch_size"), ("batch_size: true", "batch_size"),
     ("epochs: 0", "epochs"), ("momentum: 1", "momentum"), ("momentum: -0.1", "momentum"),
     ("log_every: 0", "log_every"), ("embedding_samples: 0", "embedding_samples"),
@@ -85,7 +75,7 @@ def test_unknown_key_is_refused_with_a_suggestion(tmp_path):
 
 
 def test_missing_key_names_it(tmp_path):
-    with pytest.raises(ParamsError, match=r"lacks lr \(a number from 1.18e-38 to 3.4e\+38\)"):
+    with pytest.raises(ParamsError, match=r"lacks lr \(a number > 0 that float32 holds"):
         params.load(write(tmp_path, "seed: 1\n"), ("seed", "lr"))
 
 

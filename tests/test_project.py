@@ -12,7 +12,7 @@ import click
 import pytest
 from ruamel.yaml import YAML
 
-from fashion import data, evaluation, experiments, training, visualize
+from fashion import data, evaluation, experiments, params, training, visualize
 from tests.conftest import ROOT, load_script, make_dry_run
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
@@ -142,8 +142,20 @@ def test_the_versions_the_dockerfile_and_readme_name_are_the_pinned_ones():
         text = (ROOT / name).read_text()
         # `torch==2.14.1`, `"dvc[s3]==3.67.1"`, and prose such as "PyPI's torch 2.14.1" or "the
         # pinned torch 2.14.1"; not the versions measurements name, which stay as measured.
-        named += re.findall(r"\b([a-z][\w.-]*)(?:\[\w+\])?==(\d[\w.]*?)(?=[+`\"\s])", text)
-        named += re.findall(r"(?:PyPI's|pinned) (torch) (\d[\w.]*\d)", text)
-    assert len(named) >= 6
+        found = (re.findall(r"\b([a-z][\w.-]*)(?:\[\w+\])?==(\d[\w.]*?)(?=[+`\"\s])", text)
+                 + re.findall(r"(?:PyPI's|pinned) (torch) (\d[\w.]*\d)", text))
+        assert found, f"{name} names no version: the patterns above are out of date"
+        named += found
     for package, version in named:
         assert pins.get(package) == version, f"{package} {version} named, {pins.get(package)} pinned"
+
+
+@pytest.mark.parametrize("stage", [stage for stage, keys in STAGE_PARAMS.items() if keys])
+def test_a_stage_s_help_explains_each_param_it_reads_and_no_other(stage):
+    done = subprocess.run([sys.executable, f"scripts/{stage}.py", "--help"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120, check=True)
+    listed = done.stdout.split("Reads these keys of the params file:\n", 1)[1]
+    assert tuple(re.findall(r"^ {4}(\w+) ", listed, re.M)) == STAGE_PARAMS[stage]
+    flat = " ".join(listed.split())
+    for key in STAGE_PARAMS[stage]:
+        assert f"{key} {params.RULES[key].help}; {params.RULES[key].allowed}" in flat

@@ -388,4 +388,5 @@ def test_log_every_that_logs_nothing_or_minutes_of_figures_is_warned_of():
                                                        "mini-batches, so no loss points")
     assert training.logging_warning(15000, 1).startswith(
         "log_every is 1, so this run logs 15000 figures, which take some 15 minutes to draw")
-    assert "some 2 minutes" in training.logging_warning(15000, 10)
+    assert "which take some 64 s to draw" in training.logging_warning(15000, 14)
+    assert "which take some 2 minutes to draw" in training.logging_warning(15000, 7)
