@@ -61,13 +61,8 @@ def stage_command(func):
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # cleanup needs the exception
         try:
-            traceback_wanted = switch("FASHION_DEBUG", default=False)
-        except FashionError as exc:
-            raise click.ClickException(str(exc)) from None
-        if traceback_wanted:
-            return func(*args, **kwargs)
-        try:
-            return func(*args, **kwargs)
+            if not switch("FASHION_DEBUG", default=False):
+                return func(*args, **kwargs)
         except FashionError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
@@ -79,6 +74,7 @@ def stage_command(func):
         except Terminated:
             click.echo("Terminated; this stage replaced none of its outputs.", err=True)
             sys.exit(143)
+        return func(*args, **kwargs)  # FASHION_DEBUG=1: failures show their traceback
 
     return wrapper
 

