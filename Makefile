@@ -14,7 +14,8 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
+.PHONY: help setup repro tensorboard tensorboard-exps compare baseline report test bench bench-quick \
+	gpu-check clean
 
 # Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
@@ -43,6 +44,15 @@ tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set LOGDIR
 
 tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run per experiment
 	python scripts/tensorboard_exps.py --host $(HOST) --port $(PORT) -- $(TENSORBOARD_FLAGS)
+
+compare: setup ## Table of HEAD's results and every experiment, best test accuracy first (ALL=1: every param)
+	python scripts/compare.py $(if $(ALL),--all)
+
+baseline: setup ## Return params.yaml, dvc.lock, metrics and outputs to HEAD's; code edits stay
+	python scripts/baseline.py
+
+report: setup ## Write reports/experiments.html: the compare table and every experiment's curves, offline
+	python scripts/report.py
 
 test: setup ## Run the test suite (offline, synthetic data)
 	python -m pytest $(PYTEST_ARGS)
