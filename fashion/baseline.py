@@ -60,10 +60,13 @@ def _checkout_outputs(repo: Path) -> list[str]:
                            f"cache lacks some of their outputs ({', '.join(exc.target_infos)}): "
                            "`dvc pull` brings them, or `dvc repro` makes them") from None
     except DvcException as exc:  # outputs changed by hand and never cached: DVC would delete them
-        raise FashionError(f"params.yaml, dvc.lock and metrics are HEAD's again; "
-                           f"`dvc checkout` stopped: {str(exc).splitlines()[0]} "
-                           "(`dvc commit` keeps them in the cache; `dvc checkout --force` "
-                           "discards them)") from None
+        lines = str(exc).splitlines()
+        unsaved = [os.path.relpath(line, repo) for line in lines[1:] if os.path.isabs(line)]
+        raise FashionError("params.yaml, dvc.lock and metrics are HEAD's again; `dvc checkout` "
+                           + (f"would delete outputs that the DVC cache lacks: "
+                              f"{', '.join(unsaved)} (`dvc commit` keeps them, `dvc checkout "
+                              f"--force` discards them)" if unsaved else f"stopped: {lines[0]}")
+                           ) from None
     paths = {os.path.relpath(p, repo) + ("/" if p.endswith(os.sep) else "")
              for kind in ("added", "modified", "deleted") for p in changed.get(kind, [])}
     return sorted(paths)

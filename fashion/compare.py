@@ -95,11 +95,11 @@ def _clip(text: str, width: int) -> str:
 
 
 def text_table(rows: list[Row], wide: bool = False, width: int = WIDTH) -> str:
-    """The table as text: numbers right-aligned; in the narrow view names are clipped to 24
+    """The table as text: numbers right-aligned; in the narrow view names are clipped to 20
     characters and the changed params wrap within what is left of `width`."""
     headers, cells = columns(rows, wide)
     if not wide:
-        cells = [[row[0], _clip(row[1], 24), *row[2:]] for row in cells]
+        cells = [[row[0], _clip(row[1], 20), *row[2:]] for row in cells]
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
     wrapped = None
     if not wide and "Changed params" in headers:
