@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import click
 
 from fashion import cli, compare, experiments
+from fashion.errors import FashionError
 
 
 @click.command()
@@ -23,7 +24,7 @@ def main(repo, wide):
     once. Nothing is written."""
     listing = experiments.load(repo.resolve())
     if not listing.finished:
-        raise experiments.FashionError("HEAD has no results yet: run `dvc repro` (or `dvc pull`), "
+        raise FashionError("HEAD has no results yet: run `dvc repro` (or `dvc pull`), "
                                        "then `dvc exp run`")
     click.echo(compare.report(listing, wide))
 

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import click
 
 from fashion import cli, experiments, fileio, report
+from fashion.errors import FashionError
 
 
 @click.command()
@@ -25,7 +26,7 @@ def main(repo, out):
     repo = repo.resolve()
     listing = experiments.load(repo)
     if not listing.finished:
-        raise experiments.FashionError("HEAD has no results yet: run `dvc repro` (or `dvc pull`), "
+        raise FashionError("HEAD has no results yet: run `dvc repro` (or `dvc pull`), "
                                        "then `dvc exp run`")
     document, uncached = report.page(repo, listing)
     out = (out or repo / report.OUT).resolve()
