@@ -126,9 +126,9 @@ def text_table(rows: list[Row], wide: bool = False, width: int = WIDTH) -> str:
 
 def notes(rows: list[Row], unfinished: list[str]) -> list[str]:
     """What the table's marks mean, and what it leaves out."""
-    said = ["* best test accuracy. Finished: when DVC recorded the experiment, not how long it "
-            "trained (no metric records training time). Code: edited where tracked code differed "
-            "from the commit it ran on."]
+    said = ["* best test accuracy. Finished: when the experiment was committed (HEAD, for the "
+            "baseline), not how long it trained: no metric records training time. Code: edited "
+            "where tracked code differed from the commit it ran on."]
     said += [f"Same params and code as {r.experiment.name}: {', '.join(r.same)}"
              for r in rows if r.same]
     if unfinished:

@@ -44,6 +44,10 @@ def _definitions(fs) -> dict[str, dict]:
     return found
 
 
+def _column(y) -> str:
+    return y[0] if isinstance(y, list) else y  # dvc.yaml allows `file: [column]`
+
+
 def _rows(fs, path: str) -> list[dict]:
     with fs.open(path) as f:
         return list(csv.DictReader(io.StringIO(f.read().decode())))
@@ -56,16 +60,17 @@ def read(repo: Path, rev: str) -> Plots:
         loss = specs[LOSS]
         [(path, column)] = loss["y"].items()
         rows = _rows(fs, path)
+        column = _column(column)
         plots = Plots(([float(r[loss["x"]]) for r in rows], [float(r[column]) for r in rows]),
                       (loss.get("x_label", loss["x"]), loss.get("y_label", column)))
         pr = specs[PR]
         for path, column in pr["y"].items():
-            rows = _rows(fs, path)
+            rows, column = _rows(fs, path), _column(column)
             plots.pr[Path(path).stem] = ([float(r[pr["x"]]) for r in rows],
                                          [float(r[column]) for r in rows])
         confusion = specs[CONFUSION]
         [(path, column)] = confusion["y"].items()
-        plots.confusion.update((r[confusion["x"]], r[column]) for r in _rows(fs, path))
+        plots.confusion.update((r[confusion["x"]], r[_column(column)]) for r in _rows(fs, path))
     return plots
 
 

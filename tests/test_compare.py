@@ -3,6 +3,7 @@ on real DVC experiments)."""
 
 from fashion import compare
 from fashion.experiments import Experiment, Listing
+from tests.conftest import make_dry_run
 
 BASE = {"seed": 0, "lr": 0.001, "momentum": 0.9, "batch_size": 4, "epochs": 1}
 CODE = {"fashion/model.py": "aaa", "data/fashion-mnist": "ddd.dir"}
@@ -62,3 +63,8 @@ def test_the_narrow_table_fits_100_columns_and_wraps_the_changed_params():
     header = wide.splitlines()[0].split()
     assert header[:3] == ["Experiment", "seed", "lr"] and "param_7" in header
     assert "a-rather-long-experiment-name-indeed" in wide
+
+
+def test_make_compare_all_is_the_wide_view():
+    assert make_dry_run("compare")[-1].rstrip() == "python scripts/compare.py"
+    assert make_dry_run("compare", "ALL=1")[-1] == "python scripts/compare.py --all"
