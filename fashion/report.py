@@ -105,8 +105,9 @@ def loss_chart(drawn: list[tuple[str, Plots]]) -> str:
     axes = figure.subplots()
     for index, (label, plots) in enumerate(drawn):
         axes.plot(*plots.loss, label=label, color=_colour(index), linewidth=1.2)
-    axes.set_xlabel(drawn[0][1].loss_axes[0])
-    axes.set_ylabel(drawn[0][1].loss_axes[1])
+    # Experiments of an older dvc.yaml may count the x-axis in another unit: the label says so.
+    for index, setter in enumerate((axes.set_xlabel, axes.set_ylabel)):
+        setter(" or ".join(dict.fromkeys(plots.loss_axes[index] for _, plots in drawn)))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     return _svg(figure)
