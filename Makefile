@@ -99,7 +99,8 @@ DOCKER_RUN = $(DOCKER) run --rm -u "$(DOCKER_USER)" $(DOCKER_USERNS) -v "$(CURDI
 .PHONY: docker-build docker-repro docker-test docker-tensorboard
 
 docker-build: ## Build the Docker image IMAGE, the project in it (TORCH_FLAVOUR=cpu for a CPU-only PyTorch)
-	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) $(DOCKER_BUILD_ARGS) -t $(IMAGE) .
+	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) --build-arg SOURCE_COMMIT=$(shell git rev-parse HEAD 2>/dev/null) \
+		$(DOCKER_BUILD_ARGS) -t $(IMAGE) .
 
 docker-repro: ## Run dvc repro in the image on this checkout, with the GPU when there is one
 	$(DOCKER_RUN) $(DOCKER_GPUS) $(IMAGE) dvc repro
