@@ -10,7 +10,7 @@
 #   docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/workspace" fashion-mnist-dvc
 # docs/docker.md has the rest: GPU drivers, flavours, a local mirror of the data, `make docker-*`.
 #
-# GPU: the lock's torch 2.14.1 is PyPI's build with CUDA 13.0. It bundles the CUDA runtime, so the
+# GPU: the pinned torch 2.14.1 is PyPI's build with CUDA 13.0. It bundles the CUDA runtime, so the
 # host needs only the NVIDIA driver, version 580.65.06 or newer (the Linux driver NVIDIA lists for
 # CUDA 13.0 GA in the CUDA 13.0 release notes; its compatibility guide gives ">= 580" for all of
 # CUDA 13.x), and the NVIDIA Container Toolkit for `--gpus`. The same wheel runs on the CPU.
