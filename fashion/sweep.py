@@ -7,6 +7,7 @@ per param, every combination in order, the last key varying fastest. Task N runs
 its experiment PREFIX-N, so that every machine agrees on the names without talking to the others.
 """
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -72,14 +73,17 @@ def task_index(given: int | None) -> int:
 
 def dvc(repo: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess:
     """Run a DVC command, its messages passed through to the task's log (its output too unless
-    captured); raise with DVC's own reason (its last ERROR line) if it fails."""
+    captured); raise with DVC's own reason if it fails."""
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, stderr=subprocess.PIPE,
                           stdout=subprocess.PIPE if capture else None, text=True)
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-        raise FashionError(f"`dvc {' '.join(args[:2])}` failed: "
-                           f"{errors[-1] if errors else f'exit status {done.returncode}'}")
+        # DVC's first ERROR line says why (a connection refused); a last one may only sum up.
+        errors = [line.removeprefix("ERROR: ") for line in done.stderr.splitlines()
+                  if line.startswith("ERROR")]
+        command = " ".join(itertools.takewhile(lambda arg: not arg.startswith("-"), args))
+        raise FashionError(f"`dvc {command}` failed: "
+                           f"{errors[0] if errors else f'exit status {done.returncode}'}")
     return done
 
 
@@ -91,7 +95,11 @@ def run_task(repo: Path, point: Point, git_remote: str) -> None:
         dvc(repo, "pull", "--allow-missing")
         dvc(repo, "exp", "run", "--name", point.name,
             *itertools.chain.from_iterable(("-S", a) for a in point.assignments))
-        dvc(repo, "exp", "push", git_remote, point.name)
+        # Outputs first, from the workspace that `exp run` left at the experiment's results, then
+        # the git ref: `dvc exp push` does it the other way round, so a failed upload would leave
+        # an experiment on the git remote whose outputs are nowhere.
+        dvc(repo, "push")
+        dvc(repo, "exp", "push", "--no-cache", git_remote, point.name)
     except FashionError as exc:
         raise FashionError(f"{point} failed: {exc}") from None
 
@@ -102,12 +110,33 @@ def remote_experiments(repo: Path, git_remote: str) -> set[str]:
     return set(done.stdout.split())
 
 
-def collect(repo: Path, points: list[Point], git_remote: str) -> tuple[list[Point], list[Point]]:
-    """Pull each point's experiment and its outputs from the remotes. Return the points pulled and
-    those whose experiment the git remote lacks (a task that failed or has not finished)."""
+def outputs_in_no_cache(repo: Path, name: str) -> list[str]:
+    """The outputs of an experiment that can be read from neither the local cache nor the DVC
+    remote (pushed without its outputs, or to another DVC remote)."""
+    # Imported here: DVC takes a second to import, and only this needs it.
+    from dvc.api import DVCFileSystem
+    from dvc_data.index import DataIndexError
+
+    missing = []
+    # Closed at once: it holds open files of the repository at the experiment's revision.
+    with contextlib.closing(DVCFileSystem(str(repo), rev=name)) as fs:
+        for path in fs.find("/", dvc_only=True):
+            try:
+                with fs.open(path) as stream:
+                    stream.read(1)
+            except (DataIndexError, FileNotFoundError):
+                missing.append(path.lstrip("/"))
+    return missing
+
+
+def collect(repo: Path, points: list[Point], git_remote: str) -> dict[str, list[Point]]:
+    """Pull each point's experiment and its outputs from the remotes. Return the points by what
+    became of them: "pulled"; "missing", whose experiment the git remote lacks (a task that
+    failed or has not finished); "uncached", whose outputs are in no cache."""
     pushed = remote_experiments(repo, git_remote)
     found = [p for p in points if p.name in pushed]
-    missing = [p for p in points if p.name not in pushed]
     if found:
         dvc(repo, "exp", "pull", "--force", git_remote, *[p.name for p in found])
-    return found, missing
+    uncached = [p for p in found if outputs_in_no_cache(repo, p.name)]
+    return {"pulled": [p for p in found if p not in uncached], "uncached": uncached,
+            "missing": [p for p in points if p.name not in pushed]}

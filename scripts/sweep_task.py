@@ -63,15 +63,24 @@ def run(specs, prefix, repo, git_remote, index):
 @grid_options
 @cli.stage_command
 def collect(specs, prefix, repo, git_remote):
-    """Pull every task's experiment with its outputs; name the tasks whose experiment the git
-    remote lacks (failed, or not finished) and exit 1 if there are any."""
-    found, missing = sweep.collect(repo, sweep.grid(specs, prefix), git_remote)
-    click.echo(f"pulled {len(found)} of {len(found) + len(missing)}: "
-               + (", ".join(p.name for p in found) or "none"), err=True)
-    if missing:
-        raise FashionError(f"{git_remote} lacks the experiments of these tasks (failed, or not "
-                           f"finished; their logs say which): "
-                           + "; ".join(str(p) for p in missing))
+    """Pull every task's experiment with its outputs. Name the tasks whose experiment the git
+    remote lacks (failed, or not finished) or whose outputs are in no cache, and exit 1 if any."""
+    points = sweep.grid(specs, prefix)
+    result = sweep.collect(repo, points, git_remote)
+    click.echo(f"pulled {len(result['pulled'])} of {len(points)}: "
+               + (", ".join(p.name for p in result["pulled"]) or "none"), err=True)
+    problems = []
+    if result["missing"]:
+        problems.append(f"{git_remote} lacks the experiments of these tasks (failed, or not "
+                        "finished; their logs say which): "
+                        + "; ".join(str(p) for p in result["missing"]))
+    if result["uncached"]:
+        problems.append("the outputs of these tasks' experiments are in no cache, local or on the "
+                        "DVC remote (push them from the machine that ran them with `dvc exp push "
+                        f"{git_remote} NAME`, or run the task again): "
+                        + "; ".join(str(p) for p in result["uncached"]))
+    if problems:
+        raise FashionError(". ".join(problems))
 
 
 if __name__ == "__main__":
