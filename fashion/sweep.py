@@ -79,11 +79,14 @@ def dvc(repo: Path, *args: str, capture: bool = False) -> subprocess.CompletedPr
     sys.stderr.write(done.stderr)
     if done.returncode != 0:
         # DVC's first ERROR line says why (a connection refused); a last one may only sum up.
-        errors = [line.removeprefix("ERROR: ") for line in done.stderr.splitlines()
-                  if line.startswith("ERROR")]
+        # A stage that failed said why in its own one line (cli.stage_command's "Error: ").
+        lines = done.stderr.splitlines()
+        errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR")]
+        reason = errors[0] if errors else f"exit status {done.returncode}"
+        stage = [line.removeprefix("Error: ") for line in lines if line.startswith("Error: ")]
         command = " ".join(itertools.takewhile(lambda arg: not arg.startswith("-"), args))
-        raise FashionError(f"`dvc {command}` failed: "
-                           f"{errors[0] if errors else f'exit status {done.returncode}'}")
+        raise FashionError(f"`dvc {command}` failed: {reason}"
+                           + (f"; the stage said: {stage[-1]}" if stage else ""))
     return done
 
 
@@ -110,6 +113,19 @@ def remote_experiments(repo: Path, git_remote: str) -> set[str]:
     return set(done.stdout.split())
 
 
+def _unreadable(fs, path: str, errors: tuple) -> list[str]:
+    """The files and directories under path whose contents DVCFileSystem cannot get."""
+    try:
+        if fs.isdir(path):  # answered by dvc.lock; listing an output directory needs its cache
+            return [missing for entry in fs.ls(path, detail=False, dvc_only=True)
+                    for missing in _unreadable(fs, entry, errors)]
+        with fs.open(path) as stream:
+            stream.read(1)
+        return []
+    except errors:
+        return [path.lstrip("/")]
+
+
 def outputs_in_no_cache(repo: Path, name: str) -> list[str]:
     """The outputs of an experiment that can be read from neither the local cache nor the DVC
     remote (pushed without its outputs, or to another DVC remote)."""
@@ -117,16 +133,9 @@ def outputs_in_no_cache(repo: Path, name: str) -> list[str]:
     from dvc.api import DVCFileSystem
     from dvc_data.index import DataIndexError
 
-    missing = []
     # Closed at once: it holds open files of the repository at the experiment's revision.
     with contextlib.closing(DVCFileSystem(str(repo), rev=name)) as fs:
-        for path in fs.find("/", dvc_only=True):
-            try:
-                with fs.open(path) as stream:
-                    stream.read(1)
-            except (DataIndexError, FileNotFoundError):
-                missing.append(path.lstrip("/"))
-    return missing
+        return _unreadable(fs, "/", (DataIndexError, FileNotFoundError))
 
 
 def collect(repo: Path, points: list[Point], git_remote: str) -> dict[str, list[Point]]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from fashion import experiments, sweep
 from tests.conftest import ROOT, dvc, git, run
@@ -226,3 +227,30 @@ def test_an_s3_remote_gives_back_the_same_bytes_and_an_unreachable_one_fails_in_
                         f"connect to s3 (fashion/dvc/files/md5) - Could not connect to the endpoint "
                         f'URL: "{endpoint}/fashion/dvc/files/md5"')
     assert workspace(unreachable) == before  # no output, not even a part of one
+
+
+def slurm_grid(script: str) -> tuple[str, ...]:
+    [line] = [line for line in script.splitlines() if line.startswith("GRID=(")]
+    return tuple(line.removeprefix("GRID=(").removesuffix(")").split())
+
+
+def test_the_slurm_script_is_valid_bash_and_its_array_spans_its_grid():
+    script = (ROOT / "docs/cluster/sweep.slurm").read_text()
+    run(["bash", "-n", str(ROOT / "docs/cluster/sweep.slurm")], ROOT)
+    points = sweep.grid(tuple(slurm_grid(script)[1::2]), "sweep")
+    assert f"#SBATCH --array=0-{len(points) - 1}\n" in script
+    assert 'python scripts/sweep_task.py run --prefix "$PREFIX" "${GRID[@]}"' in script
+
+
+def test_the_kubernetes_manifest_is_an_indexed_job_of_one_pod_per_grid_point():
+    job = YAML(typ="safe").load((ROOT / "docs/cluster/sweep-job.yaml").read_text())
+    assert (job["apiVersion"], job["kind"], job["spec"]["completionMode"]) == (
+        "batch/v1", "Job", "Indexed")
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert "/fashion-mnist-dvc:" in container["image"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    points = sweep.grid(tuple(env["GRID"].split()[1::2]), env["PREFIX"])
+    assert job["spec"]["completions"] == len(points)
+    assert "python scripts/sweep_task.py run --prefix \"$PREFIX\" $GRID" in container["args"][0]
+    # The same command line is valid shell.
+    run(["bash", "-n", "-c", container["args"][0]], ROOT)
