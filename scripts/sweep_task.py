@@ -80,7 +80,7 @@ def collect(specs, prefix, repo, git_remote):
                         f"{git_remote} NAME`, or run the task again): "
                         + "; ".join(str(p) for p in result["uncached"]))
     if problems:
-        raise FashionError(". ".join(problems))
+        raise FashionError("; ".join(problems))
 
 
 if __name__ == "__main__":
