@@ -127,8 +127,8 @@ def _unreadable(fs, path: str, errors: tuple) -> list[str]:
 
 
 def outputs_in_no_cache(repo: Path, name: str) -> list[str]:
-    """The outputs of an experiment that can be read from neither the local cache nor the DVC
-    remote (pushed without its outputs, or to another DVC remote)."""
+    """The outputs of an experiment that DVC cannot read: after `dvc exp pull`, those in no
+    cache, local or remote (pushed without its outputs, or to another DVC remote)."""
     # Imported here: DVC takes a second to import, and only this needs it.
     from dvc.api import DVCFileSystem
     from dvc_data.index import DataIndexError
