@@ -179,7 +179,7 @@ def s3(env, tmp_path):
     """An S3-compatible server (moto's) on loopback with one bucket, and the environment that
     points DVC at it: (endpoint URL, env)."""
     server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed "
-                                        "(requirements-dev.txt pins it)")
+                                        "(requirements-dev.in pins it)")
     boto3 = pytest.importorskip("boto3", reason="boto3 is not installed (dvc-s3 brings it)")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
