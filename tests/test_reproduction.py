@@ -86,15 +86,14 @@ def test_exp_show_displays_provenance(pipeline, env):
     workspace, = [row for row in rows if row["rev"] == "workspace"]
     metrics = workspace["data"]["metrics"]
     provenance = metrics["metrics/provenance/train.json"]["data"]
-    assert provenance["git_commit"] == git(pipeline, "rev-parse", "HEAD").strip()
-    assert provenance["device"] == "cpu" and provenance["threads"] == 1
+    assert provenance["device"] == "cpu" and provenance["python"].count(".") == 1
     assert set(provenance["data_sha256"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
     # The README's command for the key provenance columns.
     table = dvc(pipeline, env, "exp", "show", "--csv", "--drop", ".*", "--keep",
-                "Experiment|metrics/provenance/train.json:(device|torch|threads|git_commit)$").stdout
+                "Experiment|metrics/provenance/train.json:(device|torch|numpy|python)$").stdout
     header, row = table.splitlines()[:2]
     shown = {k.removeprefix("metrics/provenance/train.json:"): v
              for k, v in zip(header.split(","), row.split(",")) if "provenance" in k}
-    assert shown == {"git_commit": provenance["git_commit"], "torch": provenance["torch"],
-                     "device": "cpu", "threads": "1"}
+    assert shown == {"torch": provenance["torch"], "numpy": provenance["numpy"],
+                     "device": "cpu", "python": provenance["python"]}
