@@ -119,9 +119,8 @@ def _stages(repo) -> dict[str, Stage]:
 
 
 def _head(repo) -> dict[str, Stage]:
-    for _ in repo.brancher(revs=["HEAD"], workspace=False):
+    with repo.switch("HEAD"):
         return _stages(repo)
-    return {}
 
 
 def _show(value) -> str:
@@ -153,13 +152,14 @@ def _inputs(head: dict[str, Stage], work: dict[str, Stage]) -> list[str]:
 
 
 def _stale(repo) -> list[str]:
-    """Stages whose code, params or command changed since their outputs were made."""
+    """Stages whose code, params, inputs or command changed since their outputs were made."""
     return sorted(name.split(":")[-1] for name, changes in repo.status().items()
                   if any(not (isinstance(c, dict) and set(c) == {"changed outs"}) for c in changes))
 
 
-def _missing(repo, head: dict[str, Stage]) -> dict[str, str]:
-    """Each baseline output's workspace hash, from its bytes now."""
+def _workspace_hashes(repo, head: dict[str, Stage]) -> dict[str, str]:
+    """Each baseline output's hash from its bytes in the workspace now; a missing output, or one
+    without a baseline, is an error."""
     outs = {out.def_path: out for out in repo.index.outs}
     never = [path for stage in repo.index.stages for path in (o.def_path for o in stage.outs)
              if not any(path in s.outs for s in head.values())]
@@ -175,8 +175,7 @@ def _missing(repo, head: dict[str, Stage]) -> dict[str, str]:
 
 
 def _records(repo) -> list[str]:
-    return [out.def_path for out in repo.index.outs
-            if out.def_path.startswith(RECORDS) and out.def_path.endswith(".json")]
+    return [out.def_path for out in repo.index.outs if out.def_path.startswith(RECORDS)]
 
 
 def _platform(repo, records: list[str]) -> list[tuple[str, str, str]]:
@@ -185,8 +184,8 @@ def _platform(repo, records: list[str]) -> list[tuple[str, str, str]]:
     head_fs = repo.scm.get_fs("HEAD")
     rows: dict[str, tuple] = {}
     for path in records:
-        base, now = _json(lambda: head_fs.read_text(path)), \
-            _json(lambda: (Path(repo.root_dir) / path).read_text())
+        base = _json(head_fs.read_text, path)
+        now = _json(Path.read_text, Path(repo.root_dir) / path)
         for key in ["device", *sorted(base.keys() | now.keys())]:
             if key not in rows and (key == "device" or base.get(key) != now.get(key)):
                 rows[key] = (base.get(key), now.get(key))
@@ -196,9 +195,10 @@ def _platform(repo, records: list[str]) -> list[tuple[str, str, str]]:
     return [(key, _show(old), _show(new)) for key, (old, new) in rows.items()]
 
 
-def _json(read) -> dict:
+def _json(read, path) -> dict:
+    """A JSON object read by read(path); empty where there is none (the other side lacks it)."""
     try:
-        found = json.loads(read())
+        found = json.loads(read(path))
     except (OSError, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
@@ -230,11 +230,11 @@ def _compare(repo, tolerance: float | None) -> Verdict:
     if not any(stage.outs for stage in head.values()):
         raise FashionError("HEAD's commit holds no dvc.lock with outputs: run make repro and "
                            "commit dvc.lock and metrics/ as the baseline first")
-    actual = _missing(repo, head)
+    actual = _workspace_hashes(repo, head)
     stale = _stale(repo)
     if stale:
-        raise FashionError(f"the workspace's outputs of {', '.join(stale)} are older than its "
-                           "code or params (dvc status): run make repro first")
+        raise FashionError(f"the workspace's outputs of {', '.join(stale)} are out of date with "
+                           "their code, params or inputs (dvc status): run make repro first")
     records = _records(repo)
     results = [path for path in actual if path not in records]
     baseline = {path: h for stage in head.values() for path, h in stage.outs.items()}

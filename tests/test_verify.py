@@ -119,7 +119,7 @@ def test_a_missing_output_is_one_line(workspace, env):
 def test_a_stale_output_is_one_line(workspace, env):
     (workspace / "params.yaml").write_text(
         (workspace / "params.yaml").read_text().replace("lr: 0.02", "lr: 0.03"))
-    one_line_error(verify(workspace, env), "older than its code or params")
+    one_line_error(verify(workspace, env), "are out of date with their code, params or inputs")
 
 
 def test_a_baseline_never_produced_is_one_line(tmp_path, env):
