@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fashion.provenance import HOST_SUFFIX
 from tests.conftest import TEST_PARAMS, dvc, git, run
 
 pytestmark = pytest.mark.slow
@@ -13,9 +14,11 @@ OUTPUTS = ("data", "runs", "models", "metrics", "plots")
 
 
 def snapshot(repo: Path) -> dict[str, bytes]:
-    """Every output file's bytes, by path (DVC's own .gitignore files left out)."""
+    """Every output file's bytes, by path (DVC's own .gitignore files and the host records, which
+    are no outputs, left out)."""
     return {str(p.relative_to(repo)): p.read_bytes() for top in OUTPUTS
-            for p in sorted((repo / top).rglob("*")) if p.is_file() and p.name != ".gitignore"}
+            for p in sorted((repo / top).rglob("*"))
+            if p.is_file() and p.name != ".gitignore" and not p.name.endswith(HOST_SUFFIX)}
 
 
 @pytest.fixture
