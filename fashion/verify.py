@@ -63,7 +63,8 @@ class Verdict:
 
     @property
     def identical(self) -> bool:
-        return not self.differing and not self.inputs
+        """Every result has the baseline's bits, whatever the inputs and records say."""
+        return not self.differing
 
     @property
     def within_tolerance(self) -> bool:
@@ -129,12 +130,14 @@ def _show(value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, dict):  # data checksums: their own hashes are too long for a table
-        return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+        value = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    if isinstance(value, str) and len(value) == 64:  # a SHA-256: its start tells two apart
+        return value[:12]
     return str(value)
 
 
 def _inputs(head: dict[str, Stage], work: dict[str, Stage]) -> list[str]:
-    lines = []
+    lines, code = [], {}
     made = {path for stage in head.values() for path in stage.outs}  # compared as outputs
     for name, base in head.items():
         now = work.get(name)
@@ -147,8 +150,9 @@ def _inputs(head: dict[str, Stage], work: dict[str, Stage]) -> list[str]:
                              f"{_show(now.params.get(key))}")
         for path in sorted(base.deps.keys() | now.deps.keys()):
             if base.deps.get(path) != now.deps.get(path) and path not in made:
-                lines.append(f"{path} (a dependency of {name})")
-    return list(dict.fromkeys(lines))  # params and code shared by several stages: once
+                code.setdefault(path, []).append(name)
+    lines += [f"{path} (a dependency of {', '.join(names)})" for path, names in code.items()]
+    return list(dict.fromkeys(lines))  # params shared by several stages: once
 
 
 def _stale(repo) -> list[str]:
@@ -169,8 +173,9 @@ def _workspace_hashes(repo, head: dict[str, Stage]) -> dict[str, str]:
     gone = [path for stage in head.values() for path in stage.outs
             if path not in outs or not outs[path].exists]
     if gone:
-        raise FashionError(f"missing from the workspace: {', '.join(gone)}; run make repro (or "
-                           "dvc checkout for the committed outputs) first")
+        named = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+        raise FashionError(f"missing from the workspace: {named}; run make repro (or dvc "
+                           "checkout for the committed outputs) first")
     return {path: outs[path].get_hash().value for stage in head.values() for path in stage.outs}
 
 
@@ -211,16 +216,16 @@ def _metrics(repo, results: list[str]) -> list[Delta]:
     found = {(path, key): Delta(path, key, change.get("old"), change.get("new"))
              for path, changes in diff.items() for key, change in changes.items()}
     shown = [found.pop(k, None) for k in HEADLINE]
-    changed = [d for d in found.values() if d.old != d.new]
+    changed = sorted((d for d in found.values() if d.old != d.new), key=lambda d: (d.path, d.key))
     return [d for d in shown if d] + changed
 
 
 def verdict(root: str | Path | None = None, tolerance: float | None = None) -> Verdict:
     from dvc.exceptions import DvcException
 
-    repo = _open(root)
     try:
-        return _compare(repo, tolerance)
+        with _open(root) as repo:
+            return _compare(repo, tolerance)
     except DvcException as exc:  # another DVC process holds the lock, a damaged dvc.lock
         raise FashionError(f"DVC: {exc}") from None
 
@@ -274,6 +279,8 @@ def report(v: Verdict) -> list[str]:
     platform = _table(("platform", "HEAD", "workspace"), v.platform)
     if v.identical:
         lines = [f"reproduced bit for bit: {len(v.results)} outputs"]
+        if v.inputs:  # an edit that changed no output, such as a comment
+            lines += ["from inputs that differ from HEAD's:", *(f"  {line}" for line in v.inputs)]
         if v.records_differ:
             lines += ["the provenance records differ (the same bits from another platform or "
                       "other switches):", *platform]

@@ -100,13 +100,17 @@ def test_a_result_moved_within_the_tolerance_passes_only_with_it(workspace, env)
     assert "evaluate accuracy moved +0.001, more than the tolerance 0.0001" in done.stdout
 
 
-def test_identical_results_from_other_switches_pass_and_show_the_records_differ(workspace, env):
-    dvc(workspace, {**env, "FASHION_FILL_UNINITIALIZED": "1"}, "repro", "--force")
+def test_the_same_bits_from_an_edit_and_other_switches_pass_and_name_both(workspace, env):
+    with open(workspace / "requirements.txt", "a") as f:
+        f.write("# a comment changes no output\n")
+    dvc(workspace, {**env, "FASHION_FILL_UNINITIALIZED": "1"}, "repro")
     done = verify(workspace, env)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == f"reproduced bit for bit: {RESULTS} outputs"
-    assert lines[1].startswith("the provenance records differ")
+    assert lines[:3] == [f"reproduced bit for bit: {RESULTS} outputs",
+                         "from inputs that differ from HEAD's:",
+                         "  requirements.txt (a dependency of visualize, train, evaluate)"]
+    assert lines[3].startswith("the provenance records differ")
     assert ["fill_uninitialized_memory", "False", "True"] in [line.split() for line in lines]
 
 
