@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, dvc, git, make_repo, run
+from tests.conftest import ROOT, dvc, git, make_dry_run, make_repo, run
 
 pytestmark = pytest.mark.slow
 RESULTS = 10  # dvc.yaml's outputs, the two provenance records aside
@@ -135,3 +135,11 @@ def test_outside_a_dvc_repository_is_one_line(tmp_path, env):
     done = run([sys.executable, str(ROOT / "scripts/verify.py")], tmp_path,
                {**env, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}, check=False)
     one_line_error(done, "not inside a DVC repository")
+
+
+@pytest.mark.parametrize("assignments, command", [
+    ((), "python scripts/verify.py"),
+    (("TOLERANCE=0.01",), "python scripts/verify.py --tolerance 0.01"),
+])
+def test_make_verify_passes_the_tolerance_on(assignments, command):
+    assert make_dry_run("verify", *assignments)[-1].rstrip() == command
