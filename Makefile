@@ -17,8 +17,8 @@ LOCK_ARGS ?=
 STAMP := $(VENV)/.installed-$(shell cksum < $(LOCK) | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock repro tensorboard tensorboard-exps compare baseline report test bench \
-	bench-quick gpu-check clean
+.PHONY: help setup lock repro verify tensorboard tensorboard-exps compare baseline report test \
+	bench bench-quick gpu-check clean
 
 # Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
@@ -40,6 +40,9 @@ lock: $(STAMP) ## Rewrite requirements-lock.txt from requirements.txt and requir
 
 repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a local copy of the data)
 	dvc repro
+
+verify: setup ## Compare the workspace's outputs with HEAD's baseline, bit for bit (TOLERANCE=x accepts metric deltas up to x)
+	python scripts/verify.py $(if $(TOLERANCE),--tolerance $(TOLERANCE))
 
 tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set LOGDIR, HOST, PORT to change)
 	@find "$(LOGDIR)" -name 'events.out.tfevents.*' 2>/dev/null | grep -q . || echo "Note: \

@@ -28,10 +28,15 @@ def _number(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _code(e: Experiment) -> str:
-    # The train stage's record of whether tracked code differed from the commit it started from.
-    edited = e.metric(PROVENANCE, "git_code_changed")
-    return "?" if edited is None else "edited" if edited else "commit"
+def _code(e: Experiment, base: Experiment | None) -> str:
+    # The stages' code dependencies as DVC recorded them, against the baseline commit's: a record
+    # committed with the results cannot say which commit they came from (docs/reproduction.md).
+    from fashion.provenance import CODE  # here: that module loads torch, which compare needs not
+
+    if base is None:
+        return "?"
+    code = [{p: h for p, h in x.deps.items() if p.startswith(CODE)} for x in (e, base)]
+    return "edited" if code[0] != code[1] else "commit"
 
 
 def _name(e: Experiment) -> str:
@@ -82,7 +87,8 @@ def columns(rows: list[Row], wide: bool = False) -> tuple[list[str], list[list[s
     if wide:
         fields += [("Train acc", lambda e: _number(e.metric(TRAIN, "accuracy"))),
                    ("Steps", lambda e: str(e.metric(TRAIN, "steps") or "-"))]
-    fields += [("Finished", finished), ("Code", _code)]
+    base = next((r.experiment for r in rows if r.experiment.baseline), None)
+    fields += [("Finished", finished), ("Code", lambda e: _code(e, base))]
     if wide:
         fields += [("Device", lambda e: str(e.metric(PROVENANCE, "device") or "-")),
                    ("Rev", lambda e: e.rev[:7])]
@@ -128,7 +134,7 @@ def notes(rows: list[Row], unfinished: list[str]) -> list[str]:
     """What the table's marks mean, and what it leaves out."""
     said = ["* best test accuracy. Finished: when the experiment was committed (HEAD, for the "
             "baseline), not how long it trained: no metric records training time. Code: edited "
-            "where tracked code differed from the commit it ran on."]
+            "where the code differed from the baseline commit's."]
     said += [f"Same params and code as {r.experiment.name}: {', '.join(r.same)}"
              for r in rows if r.same]
     if unfinished:

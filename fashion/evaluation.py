@@ -114,5 +114,5 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
             (pr / f"{slug}.csv").write_text("threshold,precision,recall\n" + "".join(
                 f"{t!r},{p!r},{r!r}\n" for t, p, r in rows))
         out.file(metrics_path, fileio.json_bytes(metrics))
-        out.file(provenance_path, fileio.json_bytes(provenance.record(device, params, data_dir)))
+        provenance.write(out, provenance_path, device, params, data_dir)
     return metrics

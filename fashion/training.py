@@ -392,5 +392,5 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
             "accuracy": result.final.accuracy,
             "steps": result.steps,
         }))
-        out.file(provenance_path, fileio.json_bytes(provenance.record(device, params, data_dir)))
+        provenance.write(out, provenance_path, device, params, data_dir)
     return result

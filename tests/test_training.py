@@ -247,7 +247,8 @@ def test_the_train_stage_gives_the_same_model_on_any_thread_count_at_large_batch
             text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         provenance = json.loads((out / "provenance.json").read_text())
-        assert (provenance["threads"], provenance["mkl_cbwr"]) == (int(threads), "AUTO,STRICT")
+        host = json.loads((out / "provenance.host.json").read_text())
+        assert (host["threads"], provenance["mkl_cbwr"]) == (int(threads), "AUTO,STRICT")
         models[threads] = (out / "model.pt").read_bytes()
     assert models["1"] == models["2"]
 
