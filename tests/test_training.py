@@ -412,12 +412,13 @@ def test_configure_switches_determinism_on():
         torch.nn.functional.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2).long(), 2)
 
 
-def test_log_every_that_logs_nothing_or_minutes_of_figures_is_warned_of():
-    assert training.logging_warning(15000, 1000) is None  # the tutorial's 15 figures
-    assert training.logging_warning(15000, 15) is None    # 1,000 figures: a minute's drawing
-    assert training.logging_warning(50, 51).startswith("log_every is 51 but this run has 50 "
-                                                       "mini-batches, so no loss points")
-    assert training.logging_warning(15000, 1).startswith(
-        "log_every is 1, so this run logs 15000 figures, which take some 15 minutes to draw")
-    assert "which take some 64 s to draw" in training.logging_warning(15000, 14)
-    assert "which take some 2 minutes to draw" in training.logging_warning(15000, 7)
+def test_log_every_that_logs_only_the_end_or_minutes_of_figures_is_warned_of():
+    assert training.logging_warning(60000, 4000) is None  # the tutorial's 15 figures
+    assert training.logging_warning(60000, 60) is None    # 1,000 figures: a minute's drawing
+    assert training.logging_warning(200, 201).startswith(
+        "log_every is 201 but this run trains on 200 images, so TensorBoard will show one loss "
+        "point and figure, at the end")
+    assert training.logging_warning(60000, 4).startswith(
+        "log_every is 4, so this run logs 15000 figures, which take some 15 minutes to draw")
+    assert "which take some 64 s to draw" in training.logging_warning(60000, 56)
+    assert "which take some 2 minutes to draw" in training.logging_warning(60000, 28)
