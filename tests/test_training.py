@@ -321,14 +321,14 @@ def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
 
 
 @pytest.mark.parametrize("batch_size, xs", [
-    (4, [40, 80, 120, 160, 200]),
-    # Batches of 32 pass 40, 80, ... at 64, 96, ...; the last batch holds 8 images.
-    (32, [64, 96, 128, 160, 200]),
+    (4, [60, 120, 180, 200]),
+    # Batches of 32 pass 60, 120 and 180 at 64, 128 and 192; the last batch holds 8 images.
+    (32, [64, 128, 192, 200]),
 ])
 def test_curves_count_images_so_batch_sizes_compare_and_end_at_the_metrics(
         tmp_path, data_dir, batch_size, xs):
     out = tmp_path / "out"
-    train_stage(data_dir, out, batch_size=batch_size, log_every=40)
+    train_stage(data_dir, out, batch_size=batch_size, log_every=60)  # 200 images: a last window
     metrics = json.loads((out / "train.json").read_text())
     curve = (out / "loss.csv").read_text().splitlines()
     assert curve[0] == "images,loss,accuracy"
