@@ -165,7 +165,7 @@ def reproduction(device: str, data_dir: Path, quick: bool, out_dir: Path, state:
     from fashion import params
 
     values = state.get("params") or params.load(ROOT / "params.yaml", tuple(params.RULES))
-    values = {**values, "device": device, **({"log_every": 100} if quick else {})}
+    values = {**values, "device": device, **({"log_every": 400} if quick else {})}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         params.write(work / "params.yaml", values)

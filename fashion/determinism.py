@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from fashion import portable_cpu
 from fashion.cli import switch
 from fashion.errors import ParamsError
 
@@ -26,6 +27,9 @@ def generator(seed: int, purpose: str) -> torch.Generator:
 
 def configure(device: str) -> torch.device:
     """Resolve 'auto' | 'cpu' | 'cuda' and switch every nondeterministic path off."""
+    # The script pinned the CPU code paths before torch loaded (portable_cpu.pin), passing over a
+    # bad FASHION_PORTABLE_CPU; here the stage refuses it in one line.
+    portable_cpu.wanted()
     # cuBLAS reads this when CUDA starts, so it must be set before the first CUDA call.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # The switch behind torch.use_deterministic_algorithms(True), which also imports
@@ -68,9 +72,13 @@ def strict_matrix_products() -> None:
     reproducible mode keeps the order fixed, but it also takes other kernels for small matrices
     (other bits) and made one-thread training at batch 4 about 9% slower, so the train stage asks
     for it only at the batch sizes it runs on several threads. MKL reads the setting at its first
-    call: this must come before any computation in the process.
+    call: this must come before any computation in the process. Under the portable CPU pin the
+    branch stays the pinned one (strict mode exists for the AVX2 and AVX-512 branches).
     """
-    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+    if portable_cpu.wanted():
+        os.environ["MKL_CBWR"] = portable_cpu.mkl_cbwr(strict=True)
+    else:
+        os.environ.setdefault("MKL_CBWR", portable_cpu.mkl_cbwr(strict=True))
 
 
 def flags() -> dict:
@@ -84,4 +92,10 @@ def flags() -> dict:
         "cuda_matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "mkl_cbwr": os.environ.get("MKL_CBWR"),
+        # The CPU code paths: whether the portable pin applied, the kernels PyTorch dispatched to,
+        # MKL's cap, and the widest kernels this CPU has (what an unpinned run would take).
+        "portable_cpu": portable_cpu.wanted(),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
+        "cpu_capability": portable_cpu.own_capability(),
     }

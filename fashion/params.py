@@ -46,7 +46,9 @@ RULES: dict[str, Rule] = {
     "batch_size": Rule(int, COUNT, _count, "training mini-batch size"),
     "epochs": Rule(int, COUNT, _count, "passes over the training set"),
     "log_every": Rule(int, COUNT, _count,
-                      "mini-batches between TensorBoard loss scalars and prediction figures"),
+                      "training images between TensorBoard loss points and prediction figures "
+                      "(the x axis counts images, so batch sizes compare; the run's end is "
+                      "logged too)"),
     "embedding_samples": Rule(int, COUNT, _count, "training images shown in the embedding projector, "
                               "at most the training-set size"),
     "device": Rule(str, "one of " + ", ".join(DEVICES), lambda v: v in DEVICES,

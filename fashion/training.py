@@ -26,7 +26,7 @@ PARAMS = ("seed", "lr", "momentum", "batch_size", "epochs", "log_every", "device
 
 @dataclass(frozen=True)
 class LogPoint:
-    step: int        # 0-based index of the window's last mini-batch: the tutorial's x axis
+    images: int      # training images seen by the window's end: the x axis at any batch size
     loss: float      # mean mini-batch loss over the window: the tutorial's running_loss / 1000
     accuracy: float  # share of the window's samples the network classified right before each update
     lr: float
@@ -34,8 +34,8 @@ class LogPoint:
 
 @dataclass(frozen=True)
 class TrainResult:
-    points: list[LogPoint]  # one per log_every mini-batches
-    final: LogPoint         # the last window, full or not: what the metrics report
+    points: list[LogPoint]  # one per log_every training images, and the last window if partial
+    final: LogPoint         # the last window, full or not: what the metrics report (points[-1])
     steps: int
 
 
@@ -255,7 +255,8 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
           by_hand: bool = False) -> TrainResult:
     """Train `net` in place on normalised `images` (N, 1, 28, 28) and `labels`, both on its device.
 
-    Every `log_every` mini-batches, `on_log` gets the window's statistics and the last batch.
+    Each time the images seen pass a multiple of `log_every`, and at the end for a last partial
+    window, `on_log` gets the window's statistics and the last batch (see log_point_due).
     On a GPU the step is a CUDA graph unless `cuda_graph` is False (the eager reference).
     `by_hand` computes gradients with `_by_hand` on the CPU, the same bits faster; only for a
     model.Net without hooks, as model.initial_net makes it, since `_by_hand` runs none.
@@ -278,7 +279,7 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
             return _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct)
 
     order = determinism.generator(seed, "batch-order")
-    points, steps, window_steps, window_samples = [], 0, 0, 0
+    points, steps, images_seen, window_steps, window_samples = [], 0, 0, 0, 0
 
     def close_window() -> LogPoint:
         nonlocal window_steps, window_samples
@@ -286,7 +287,7 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
         if not math.isfinite(total):
             raise TrainingError(f"training diverged: the loss was {total} by step {steps - 1} "
                                 f"(lr={lr}); lower lr")
-        point = LogPoint(steps - 1, total / window_steps, right / window_samples, lr)
+        point = LogPoint(images_seen, total / window_steps, right / window_samples, lr)
         loss_sum.zero_()
         correct.zero_()
         window_steps = window_samples = 0
@@ -301,13 +302,18 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
                 steps += 1
                 window_steps += 1
                 window_samples += len(idx)
-                if steps % log_every == 0:
+                images_seen += len(idx)
+                if log_point_due(images_seen, len(idx), log_every):
                     points.append(close_window())
                     if on_log is not None:
                         on_log(points[-1], x, y)
         if window_steps and not math.isfinite(loss_sum.item()):
             close_window()  # raises: a diverged epoch stops here, not at the next log point
-    final = close_window() if window_steps else points[-1]
+    if window_steps:  # the last, partial window: logged too, so the curve ends at the metrics
+        points.append(close_window())
+        if on_log is not None:
+            on_log(points[-1], x, y)
+    final = points[-1]
     # Each loss is that of the weights before their update, so the last update is checked here,
     # on the last mini-batch: a huge lr can also leave finite weights whose outputs overflow.
     with torch.no_grad():
@@ -317,20 +323,29 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
     return TrainResult(points, final, steps)
 
 
+def log_point_due(images_seen: int, batch: int, log_every: int) -> bool:
+    """Whether the mini-batch of `batch` images that brought the count to `images_seen` passed
+    a multiple of `log_every`: one point per log_every images at any batch size, so curves of
+    different batch sizes have comparable density (every 1,000 mini-batches of the tutorial's 4
+    at the default 4,000)."""
+    return images_seen // log_every > (images_seen - batch) // log_every
+
+
 def _cuda_graph_wanted() -> bool:
     """FASHION_CUDA_GRAPH=0 runs the GPU step eagerly: the same bits, slower; for debugging, or a
     driver that cannot capture graphs."""
     return switch("FASHION_CUDA_GRAPH", default=True)
 
 
-def logging_warning(steps: int, log_every: int) -> str | None:
-    """What to tell a user whose log_every logs nothing, or so many figures that drawing them
-    outlasts training by minutes; None for a sensible value."""
-    if log_every > steps:
-        batches = f"{steps} mini-batch{'' if steps == 1 else 'es'}"
-        return (f"log_every is {log_every} but this run has {batches}, so no loss points or "
-                "figures will be logged; lower log_every to see training in TensorBoard.")
-    figures = steps // log_every
+def logging_warning(images: int, log_every: int) -> str | None:
+    """What to tell a user whose log_every logs only the end of a run of `images` training
+    images, or so many figures that drawing them outlasts training by minutes; None for a
+    sensible value."""
+    if log_every >= images:
+        return (f"log_every is {log_every} but this run trains on {images} images, so TensorBoard "
+                "will show one loss point and figure, at the end; lower log_every to see "
+                "training's course.")
+    figures = math.ceil(images / log_every)
     seconds = figures * SECONDS_PER_FIGURE
     if seconds > 60:
         drawing = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"
@@ -352,8 +367,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         if device.type == "cpu":
             configure_cpu(params["batch_size"])
         images, labels = data.load_split(data_dir, "train")
-        steps = params["epochs"] * math.ceil(len(images) / params["batch_size"])
-        warning = logging_warning(steps, params["log_every"])
+        warning = logging_warning(params["epochs"] * len(images), params["log_every"])
         if warning:
             click.echo(f"Warning: {warning}", err=True)
         with memory_errors_explained(device, params["batch_size"]):
@@ -380,13 +394,13 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
     with fileio.outputs() as out:
         with run_writer(logdir, out) as writer:
             for point, figure in zip(result.points, drawn, strict=True):
-                writer.add_scalar("training loss", point.loss, point.step)
-                writer.add_scalar("training accuracy", point.accuracy, point.step)
-                writer.add_scalar("learning rate", point.lr, point.step)
-                add_serialized_summary(writer, figure, point.step)
+                writer.add_scalar("training loss", point.loss, point.images)
+                writer.add_scalar("training accuracy", point.accuracy, point.images)
+                writer.add_scalar("learning rate", point.lr, point.images)
+                add_serialized_summary(writer, figure, point.images)
         out.file(model_path, model.serialize(net))
-        out.file(plots_path, ("step,loss,accuracy\n" + "".join(
-            f"{p.step},{p.loss!r},{p.accuracy!r}\n" for p in result.points)).encode())
+        out.file(plots_path, ("images,loss,accuracy\n" + "".join(
+            f"{p.images},{p.loss!r},{p.accuracy!r}\n" for p in result.points)).encode())
         out.file(metrics_path, fileio.json_bytes({
             "loss": result.final.loss,
             "accuracy": result.final.accuracy,

@@ -149,7 +149,7 @@ def main(quick, device, data_dir, skip_tutorial, json_path, params_path):
         raise FashionError(f"--device cuda, but PyTorch {torch.__version__} sees no CUDA GPU here; "
                            "leave --device out to benchmark on the CPU")
     values = params.load(params_path, tuple(params.RULES))
-    values.update(device=device, **({"log_every": 100} if quick else {}))
+    values.update(device=device, **({"log_every": 400} if quick else {}))
     with tempfile.TemporaryDirectory(prefix="fashion-bench-") as tmp:
         work = Path(tmp)
         data_dir = prepare_data(work, quick, data_dir)
@@ -166,7 +166,8 @@ def main(quick, device, data_dir, skip_tutorial, json_path, params_path):
                          tutorial_root(work, data_dir), "--logdir", work / "tutorial-runs",
                          "--device", device, "--epochs", values["epochs"],
                          "--batch-size", values["batch_size"], "--lr", values["lr"],
-                         "--momentum", values["momentum"], "--log-every", values["log_every"],
+                         "--momentum", values["momentum"], "--log-every",
+                         max(1, values["log_every"] // values["batch_size"]),  # mini-batches there
                          "--embedding-samples", values["embedding_samples"]], ROOT)
             report = json.loads(run.stdout.strip().splitlines()[-1])
             results["tutorial"] = {"wall": run.wall, "peak_rss_mb": run.peak_rss_mb, **report}

@@ -8,10 +8,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
 
-from fashion import cli
+from fashion import cli, portable_cpu
 
 if __name__ == "__main__":
     cli.quiet_ctrl_c_while_starting()  # the imports below load torch, a second's work
+    portable_cpu.pin()  # PyTorch and MKL read it once, so before torch loads
 
 from fashion import params, training
 
@@ -29,8 +30,8 @@ from fashion import params, training
 @cli.logdir_option("runs/train")
 @cli.stage_command
 def main(params_path, data_dir, model_path, metrics_path, provenance_path, plots_path, logdir):
-    """Train with SGD and momentum; every log_every mini-batches log the running loss, accuracy,
-    learning rate and the 'predictions vs. actuals' figure.
+    """Train with SGD and momentum; every log_every training images, and at the end, log the
+    running loss, accuracy, learning rate and the 'predictions vs. actuals' figure.
     """
     p = params.load(params_path, training.PARAMS)
     training.run(params=p, data_dir=data_dir, model_path=model_path, metrics_path=metrics_path,

@@ -257,19 +257,19 @@ def test_evaluate_refuses_a_model_with_non_finite_outputs_in_one_line(work):
     assert_absent(work, EVALUATE_OUTPUTS)
 
 
-def test_log_every_beyond_the_run_warns_that_nothing_will_be_logged(work):
-    write_params(work, log_every=51)  # the test params give 50 mini-batches
+def test_log_every_beyond_the_run_warns_that_only_the_end_will_be_logged(work):
+    write_params(work, log_every=200)  # the test params give 200 images
     done = stage("train", work)
     assert done.returncode == 0, done.stderr
-    assert ("Warning: log_every is 51 but this run has 50 mini-batches, so no loss points or "
-            "figures will be logged") in done.stderr
-    assert (work / "plots/train_loss.csv").read_text() == "step,loss,accuracy\n"
-    assert summaries(work / "runs/train") == {}
+    assert ("Warning: log_every is 200 but this run trains on 200 images, so TensorBoard will "
+            "show one loss point and figure, at the end") in done.stderr
+    assert (work / "plots/train_loss.csv").read_text().splitlines()[1].startswith("200,")
+    assert [step for step, _ in summaries(work / "runs/train")[FIGURE_TAG]] == [200]
 
-    write_params(work, log_every=50)
+    write_params(work, log_every=199)
     done = stage("train", work)
     assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
-    assert len(summaries(work / "runs/train")[FIGURE_TAG]) == 1
+    assert [step for step, _ in summaries(work / "runs/train")[FIGURE_TAG]] == [200]
 
 
 def interrupt_training(work: Path, signum: int) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ def write(tmp_path, text):
 def test_committed_params_are_valid_and_complete():
     values = params.load(ROOT / "params.yaml", tuple(params.RULES))
     assert values == {"seed": 0, "lr": 0.001, "momentum": 0.9, "batch_size": 4, "epochs": 1,
-                      "log_every": 1000, "embedding_samples": 100, "device": "auto"}
+                      "log_every": 4000, "embedding_samples": 100, "device": "auto"}
 
 
 def test_written_params_load_back_unchanged(tmp_path):

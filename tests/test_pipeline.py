@@ -16,7 +16,7 @@ from tests.conftest import dvc
 from tests.events import events, scalars, summaries
 
 pytestmark = pytest.mark.slow
-LOG_STEPS = [9, 19, 29, 39, 49]  # 200 images / batch 4 = 50 steps, logged every 10
+LOG_STEPS = [40, 80, 120, 160, 200]  # images seen: 200 images in batches of 4, logged every 40
 
 
 def test_repro_leaves_a_clean_status(pipeline, env):
@@ -94,7 +94,7 @@ def test_train_writes_weights_metrics_and_loss_curve(pipeline):
     assert host["threads"] == 1
     assert provenance["torch"] == torch.__version__ and provenance["deterministic_algorithms"]
     curve = (pipeline / "plots/train_loss.csv").read_text().splitlines()
-    assert curve[0] == "step,loss,accuracy" and [int(r.split(",")[0]) for r in curve[1:]] == LOG_STEPS
+    assert curve[0] == "images,loss,accuracy" and [int(r.split(",")[0]) for r in curve[1:]] == LOG_STEPS
     # The DVC plot and the TensorBoard scalars show the same numbers, each in its own column.
     rows = [[float(x) for x in r.split(",")[1:]] for r in curve[1:]]
     logdir = pipeline / "runs/train"

@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fashion import data, determinism, fetch, model, synthetic, training
+from fashion import data, determinism, fetch, model, portable_cpu, synthetic, training
 from fashion.errors import FashionError, TrainingError, memory_errors_explained
 from tests.conftest import ROOT, write_params
+from tests.events import scalars, summaries
 from tests.faults import allocate_too_much, clean_env
 
-HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=7, seed=3)
+HYPER = dict(lr=0.01, momentum=0.9, batch_size=4, epochs=2, log_every=28, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +40,15 @@ def weights(net):
 
 
 def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed, net=None):
-    """The tutorial's loop as written, over the same batches: the reference for `train`."""
+    """The tutorial's loop as written, over the same batches: the reference for `train`. Its log
+    points are counted in images (a point each time the count passes a multiple of log_every, and
+    one for a last, partial window), which at the tutorial's batch of 4 and a log_every of 4,000
+    are its own every 1,000 mini-batches."""
     images, labels = train_set
     net = model.initial_net(seed) if net is None else net
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
     order = determinism.generator(seed, "batch-order")
-    points, running, right, seen, step = [], 0.0, 0, 0, 0
+    points, running, right, seen, steps, total = [], 0.0, 0, 0, 0, 0
     for _ in range(epochs):
         for idx in data.epoch_batches(len(images), batch_size, order):
             optimizer.zero_grad()
@@ -55,10 +59,13 @@ def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed, 
             running += loss.item()
             right += (outputs.argmax(1) == labels[idx]).sum().item()
             seen += len(idx)
-            step += 1
-            if step % log_every == 0:
-                points.append((step - 1, running / log_every, right / seen))
-                running, right, seen = 0.0, 0, 0
+            steps += 1
+            total += len(idx)
+            if total // log_every != (total - len(idx)) // log_every:
+                points.append((total, running / steps, right / seen))
+                running, right, seen, steps = 0.0, 0, 0, 0
+    if steps:
+        points.append((total, running / steps, right / seen))
     return net, points
 
 
@@ -66,7 +73,7 @@ def assert_trained_as_the_tutorial_loop(train_set, net, result, hyper=HYPER, sta
     """`train`'s weights and log points are those of the tutorial's loop from `start`'s weights."""
     reference, points = tutorial_loop(train_set, **hyper, net=start)
     assert torch.equal(weights(net), weights(reference))
-    assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+    assert [(p.images, p.loss, p.accuracy) for p in result.points] == points
 
 
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
@@ -199,14 +206,15 @@ def test_a_hand_written_backward_off_autograd_s_bits_is_not_used(train_set, monk
     assert_trained_as_the_tutorial_loop(train_set, net, result)
 
 
-def test_log_points_fall_every_log_every_steps_across_epochs(train_set):
+def test_log_points_fall_every_log_every_images_across_epochs(train_set):
     _, result, logged = fit(train_set)
     steps_per_epoch = 13  # 50 images in batches of 4: 12 full and one of 2
     assert result.steps == 2 * steps_per_epoch
-    assert [p.step for p in result.points] == [6, 13, 20]
-    assert [len(x) for _, x, _ in logged] == [4, 4, 4]
+    # Past 28, 56 and 84 images seen (the second epoch starts at 50), then the last window's end.
+    assert [p.images for p in result.points] == [28, 58, 86, 100]
+    assert [len(x) for _, x, _ in logged] == [4, 4, 4, 2]
     assert all(0 <= p.accuracy <= 1 and p.lr == HYPER["lr"] for p in result.points)
-    assert result.final.step == 25  # the final, partial window
+    assert result.final == result.points[-1]  # the final, partial window is logged too
 
 
 def test_rerun_gives_identical_weights(train_set):
@@ -248,7 +256,8 @@ def test_the_train_stage_gives_the_same_model_on_any_thread_count_at_large_batch
         assert done.returncode == 0, done.stderr
         provenance = json.loads((out / "provenance.json").read_text())
         host = json.loads((out / "provenance.host.json").read_text())
-        assert (host["threads"], provenance["mkl_cbwr"]) == (int(threads), "AUTO,STRICT")
+        assert (host["threads"], provenance["mkl_cbwr"]) == (
+            int(threads), portable_cpu.mkl_cbwr(strict=True))  # AVX2,STRICT under the pin
         models[threads] = (out / "model.pt").read_bytes()
     assert models["1"] == models["2"]
 
@@ -266,7 +275,7 @@ def test_seed_changes_results(train_set):
 
 def test_batch_larger_than_dataset(train_set):
     _, result, _ = fit(train_set, batch_size=64, epochs=1, log_every=1)
-    assert result.steps == 1 and [p.step for p in result.points] == [0]
+    assert result.steps == 1 and [p.images for p in result.points] == [50]
 
 
 def test_divergence_stops_with_the_step(train_set):
@@ -279,7 +288,7 @@ def test_divergence_stops_with_the_step(train_set):
 def train_stage(data_dir, out, **changes) -> training.TrainResult:
     """The train stage in this process, every output under `out`."""
     params = {"seed": 3, "lr": 0.01, "momentum": 0.9, "batch_size": 4, "epochs": 1,
-              "log_every": 7, "device": "cpu", **changes}
+              "log_every": 28, "device": "cpu", **changes}
     return training.run(params=params, data_dir=data_dir, model_path=out / "model.pt",
                         metrics_path=out / "train.json", provenance_path=out / "prov.json",
                         plots_path=out / "loss.csv", logdir=out / "runs")
@@ -299,16 +308,38 @@ def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
     result = train_stage(data_dir, out)
     images, labels = data.load_split(data_dir, "train")
     batches = data.epoch_batches(len(images), 4, determinism.generator(3, "batch-order"))
-    assert [p.step for p in result.points] == [6, 13, 20, 27, 34, 41, 48] and len(batches) == 50
+    assert [p.images for p in result.points] == [28, 56, 84, 112, 140, 168, 196, 200]
+    assert len(batches) == 50
     for point, (x, y, probs) in zip(result.points, submitted, strict=True):
-        assert torch.equal(x, data.normalize(images[batches[point.step]]))
-        assert torch.equal(y, labels[batches[point.step]])
+        batch = batches[point.images // 4 - 1]  # each point's last mini-batch of 4
+        assert torch.equal(x, data.normalize(images[batch]))
+        assert torch.equal(y, labels[batch])
         assert probs.shape == (4, 10) and torch.allclose(probs.sum(1), torch.ones(4))
-    # 50 steps logged every 7 leave a last window of one step: the metrics report it.
+    # 200 images logged every 28 leave a last window of one step: logged, and the metrics' too.
     metrics = json.loads((out / "train.json").read_text())
-    assert (result.final.step, metrics["steps"]) == (49, 50)
-    assert metrics["loss"] == result.final.loss != result.points[-1].loss
-    assert metrics["accuracy"] == result.final.accuracy
+    assert (result.final, metrics["steps"]) == (result.points[-1], 50)
+    assert (metrics["loss"], metrics["accuracy"]) == (result.final.loss, result.final.accuracy)
+
+
+@pytest.mark.parametrize("batch_size, xs", [
+    (4, [60, 120, 180, 200]),
+    # Batches of 32 pass 60, 120 and 180 at 64, 128 and 192; the last batch holds 8 images.
+    (32, [64, 128, 192, 200]),
+])
+def test_curves_count_images_so_batch_sizes_compare_and_end_at_the_metrics(
+        tmp_path, data_dir, batch_size, xs):
+    out = tmp_path / "out"
+    train_stage(data_dir, out, batch_size=batch_size, log_every=60)  # 200 images: a last window
+    metrics = json.loads((out / "train.json").read_text())
+    curve = (out / "loss.csv").read_text().splitlines()
+    assert curve[0] == "images,loss,accuracy"
+    rows = [r.split(",") for r in curve[1:]]
+    assert [int(r[0]) for r in rows] == xs  # as many points at either batch size
+    assert [float(r[1]) for r in rows[-1:]] == [metrics["loss"]]
+    loss = scalars(out / "runs", "training loss")
+    assert [step for step, _ in loss] == xs
+    assert loss[-1][1] == pytest.approx(metrics["loss"], rel=1e-6)  # float32 in the event file
+    assert [s for s, _ in summaries(out / "runs")[training.FIGURE_TAG]] == xs
 
 
 def test_running_out_of_memory_is_one_sentence_and_writes_nothing(tmp_path, data_dir, monkeypatch):
@@ -382,12 +413,13 @@ def test_configure_switches_determinism_on():
         torch.nn.functional.max_unpool2d(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2).long(), 2)
 
 
-def test_log_every_that_logs_nothing_or_minutes_of_figures_is_warned_of():
-    assert training.logging_warning(15000, 1000) is None  # the tutorial's 15 figures
-    assert training.logging_warning(15000, 15) is None    # 1,000 figures: a minute's drawing
-    assert training.logging_warning(50, 51).startswith("log_every is 51 but this run has 50 "
-                                                       "mini-batches, so no loss points")
-    assert training.logging_warning(15000, 1).startswith(
-        "log_every is 1, so this run logs 15000 figures, which take some 15 minutes to draw")
-    assert "which take some 64 s to draw" in training.logging_warning(15000, 14)
-    assert "which take some 2 minutes to draw" in training.logging_warning(15000, 7)
+def test_log_every_that_logs_only_the_end_or_minutes_of_figures_is_warned_of():
+    assert training.logging_warning(60000, 4000) is None  # the tutorial's 15 figures
+    assert training.logging_warning(60000, 60) is None    # 1,000 figures: a minute's drawing
+    assert training.logging_warning(200, 201).startswith(
+        "log_every is 201 but this run trains on 200 images, so TensorBoard will show one loss "
+        "point and figure, at the end")
+    assert training.logging_warning(60000, 4).startswith(
+        "log_every is 4, so this run logs 15000 figures, which take some 15 minutes to draw")
+    assert "which take some 64 s to draw" in training.logging_warning(60000, 56)
+    assert "which take some 2 minutes to draw" in training.logging_warning(60000, 28)
