@@ -45,13 +45,11 @@ THREADED_FROM_BATCH = 256  # CPU training below this batch size runs on one thre
 def configure_cpu(batch_size: int) -> None:
     """One thread at small batches; every core from THREADED_FROM_BATCH on, MKL in strict mode.
 
-    At small batches the operations are too small to split well: on an idle 2-core machine two
-    threads were 3 to 6% faster than one at batch 4, but with the other core busy (a TensorBoard
-    server, a second queued experiment, the figure worker starting) a step took 1.9 to 11 ms on
-    two threads against 0.6 ms on one. The train stage on one epoch of the real data, one thread
-    against two, three alternated runs of each: 0.875 of the time at batch 64, 0.976 at 128 and
-    0.985 at 256, with half the CPU time; two threads won at 512 (two runs of each, not
-    alternated). Two threads start where they stop losing, at 256. From THREADED_FROM_BATCH on,
+    At small batches the operations are too small to split well: on an idle machine two threads
+    gained little, and with the other core busy (a TensorBoard server, a second queued
+    experiment, the figure worker starting) they made a step several times slower than one
+    thread. One thread is as fast or faster up to a batch of 256, with half the CPU time, so two
+    threads start there (docs/performance.md has the figures). From THREADED_FROM_BATCH on,
     the train stage runs MKL in strict mode (determinism.strict_matrix_products), whatever the
     number of cores, so that the results are the same for any count.
     """
@@ -64,8 +62,8 @@ def configure_cpu(batch_size: int) -> None:
 class SGD:
     """SGD with momentum, computed as torch.optim.SGD computes it on the CPU, bit for bit.
 
-    At the tutorial's batch of 4, Optimizer.step's Python bookkeeping doubled the cost of the
-    update (74 against 37 us for these three foreach kernels, each timed alone). A zero momentum
+    At the tutorial's batch of 4, Optimizer.step's Python bookkeeping cost as much as the update's
+    three foreach kernels themselves. A zero momentum
     buffer makes the first update exactly torch's (0 * momentum + grad == grad), and lets a CUDA
     graph capture every step alike. tests/test_training.py checks the identity.
     """
@@ -73,7 +71,7 @@ class SGD:
     def __init__(self, params: list[torch.Tensor], lr: float, momentum: float):
         self.params, self.lr, self.momentum = params, lr, momentum
         # The buffers are views of one tensor, so that their decay is one multiplication: on the
-        # CPU, _foreach_mul_ by a number multiplies one tensor after the other (16 against 5 us).
+        # CPU, _foreach_mul_ by a number multiplies one tensor after the other, at a cost for each.
         kinds = {(p.dtype, p.device) for p in params}
         if len(kinds) != 1:
             raise ValueError(f"SGD needs parameters of one dtype and device, got {kinds or 'none'}")
