@@ -1,28 +1,28 @@
-# One image for GPU and CPU hosts. It holds the tools (Python 3.11, git, DVC, PyTorch, TensorBoard,
-# pytest), installed from the same pinned requirements files that `make setup` uses, and none of the
-# project: the checkout is bind-mounted at /workspace at run time and everything runs as your uid,
-# so outputs land in your checkout, owned by you. `make help` lists the docker-* targets.
+# One image for GPU and CPU hosts, and the research artifact: it holds the tools (Python 3.11, git,
+# and every package of requirements-lock.txt, hash-checked, in a venv on PATH) and the project
+# itself (code, params, dvc.yaml, dvc.lock, the committed metrics) as a git repository at
+# /workspace, so with nothing mounted it reproduces the pipeline and ends with the verdict:
 #
 #   docker build -t fashion-mnist-dvc .
-#   docker run --rm --gpus all -u "$(id -u):$(id -g)" -v "$PWD:/workspace" fashion-mnist-dvc
-#   (leave out --gpus all on a host without an NVIDIA GPU; the pipeline then runs on the CPU)
+#   docker run --rm --gpus all fashion-mnist-dvc        # leave out --gpus all without an NVIDIA GPU
 #
-# GPU: the default torch wheel is PyPI's torch 2.14.1, built with CUDA 13.0. It bundles the CUDA
-# runtime, so the host needs only the NVIDIA driver, version 580.65.06 or newer (the Linux driver
-# NVIDIA lists for CUDA 13.0 GA in the CUDA 13.0 release notes; its compatibility guide gives
-# ">= 580" for all of CUDA 13.x), and the NVIDIA Container Toolkit for `--gpus`. The same wheel
-# runs on the CPU when no GPU is passed in.
+# A checkout bind-mounted at /workspace hides the image's copy and is used instead, as your uid:
+#   docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/workspace" fashion-mnist-dvc
+# docs/docker.md has the rest: GPU drivers, flavours, a local mirror of the data, `make docker-*`.
 #
-# Older driver, or no GPU and no wish to download the CUDA libraries (~4 GB)? Pick another
-# PyTorch wheel flavour from https://download.pytorch.org/whl/ at build time:
+# GPU: the pinned torch 2.14.1 is PyPI's build with CUDA 13.0. It bundles the CUDA runtime, so the
+# host needs only the NVIDIA driver, version 580.65.06 or newer (the Linux driver NVIDIA lists for
+# CUDA 13.0 GA in the CUDA 13.0 release notes; its compatibility guide gives ">= 580" for all of
+# CUDA 13.x), and the NVIDIA Container Toolkit for `--gpus`. The same wheel runs on the CPU.
+#
+# Older driver, or no wish to download the CUDA libraries (~4 GB)? Pick another PyTorch wheel
+# flavour from https://download.pytorch.org/whl/ at build time:
 #   docker build --build-arg TORCH_FLAVOUR=cpu -t fashion-mnist-dvc .     # CPU only
 #   docker build --build-arg TORCH_FLAVOUR=cu126 -t fashion-mnist-dvc .   # CUDA 12.6, driver >= 525
-# requirements.txt still drives the install: its pins of torch and torchvision (`==X.Y.Z`) also
-# match PyTorch's local versions (`X.Y.Z+cpu`), so the flavour only adds PyTorch's index
-# (TORCH_INDEX_URL, default https://download.pytorch.org/whl/$TORCH_FLAVOUR) as an extra index
-# and a constraint pinning those two packages to `+$TORCH_FLAVOUR`. A flavour must exist for this
-# torch release on that index. tests/test_docker.py builds and runs the default (plain PyPI)
-# image only; the flavour builds are untested.
+# Such an image is not locked: it installs the direct pins of requirements.txt and
+# requirements-dev.in, torch and torchvision as `X.Y.Z+$TORCH_FLAVOUR` from PyPI's index plus
+# PyTorch's (TORCH_INDEX_URL, default https://download.pytorch.org/whl/$TORCH_FLAVOUR), and the
+# rest as resolved on the day. tests/test_docker.py builds and runs the locked image only.
 
 ARG BASE_IMAGE=python:3.11-slim
 # hadolint ignore=DL3006
@@ -43,22 +43,28 @@ RUN apt-get update \
 ENV VIRTUAL_ENV=/opt/venv
 ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 
-# As `make setup` does: a venv, the current pip, then the requirements files.
-COPY requirements.txt requirements-dev.txt /tmp/
-# hadolint ignore=DL3013
+# pip's own settings for a package mirror, e.g. --build-arg PIP_INDEX_URL=https://mirror/simple
+# (the lock's hashes still decide what is accepted).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
+ARG PIP_FIND_LINKS=
+
+# As `make setup` does: exactly the lock, hash-checked, pip itself included, with the same stamp.
+COPY requirements.txt requirements-dev.in requirements-lock.txt /tmp/
+# hadolint ignore=DL3013,DL3042
 RUN python3 -m venv "${VIRTUAL_ENV}" \
- && pip install --no-cache-dir --disable-pip-version-check --upgrade pip \
- && set -- \
- && if [ -n "${TORCH_FLAVOUR}" ]; then \
+ && export PIP_DEFAULT_TIMEOUT=120 PIP_ROOT_USER_ACTION=ignore PIP_NO_CACHE_DIR=1 \
+      PIP_DISABLE_PIP_VERSION_CHECK=1 \
+ && if [ -z "${TORCH_FLAVOUR}" ]; then \
+      pip install --require-hashes --no-deps -r /tmp/requirements-lock.txt \
+      && sum="$(cksum < /tmp/requirements-lock.txt)" && touch "${VIRTUAL_ENV}/.installed-${sum%% *}"; \
+    else \
       sed -nE "s/^(torch|torchvision)==([^ ;#]+).*/\\1==\\2+${TORCH_FLAVOUR}/p" /tmp/requirements.txt \
         > /tmp/torch-flavour.txt \
-      && set -- --constraint /tmp/torch-flavour.txt \
+      && pip install -r /tmp/requirements-dev.in --constraint /tmp/torch-flavour.txt \
            --extra-index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/${TORCH_FLAVOUR}}"; \
     fi \
- && PIP_DEFAULT_TIMEOUT=120 PIP_ROOT_USER_ACTION=ignore \
-    pip install --no-cache-dir --disable-pip-version-check -r /tmp/requirements.txt \
-      -r /tmp/requirements-dev.txt "$@" \
- && rm -f /tmp/requirements.txt /tmp/requirements-dev.txt /tmp/torch-flavour.txt \
+ && rm -f /tmp/requirements.txt /tmp/requirements-dev.in /tmp/requirements-lock.txt /tmp/torch-flavour.txt \
  && python -c "import torch, torchvision, dvc, tensorboard; print(torch.__version__, torch.version.cuda)"
 
 # Run as any uid, including one with no passwd entry (docker run -u "$(id -u):$(id -g)"):
@@ -89,11 +95,24 @@ ENV HOME=/home/fashion \
 USER 1000:1000
 WORKDIR /workspace
 
+# The project last, so that an edit to it rebuilds only these layers. Its git repository is made
+# here, one commit of what the build context holds (.dockerignore leaves out .git, caches and the
+# pipeline's outputs): HEAD's dvc.lock and metrics/ are the baseline the verdict compares with,
+# `git status` starts clean, and no history, remote or local git config of the builder's clone
+# comes along. SOURCE_COMMIT (make docker-build passes it) names the commit it was built from.
+COPY --chown=1000:1000 . /workspace
+ARG SOURCE_COMMIT=unknown
+LABEL org.opencontainers.image.revision="${SOURCE_COMMIT}"
+RUN git init -q -b main \
+ && git add -A \
+ && git commit -q -m "fashion-mnist-dvc, built from commit ${SOURCE_COMMIT}" \
+ && chmod -R a+rwX /workspace
+
 # TensorBoard: bind 0.0.0.0 inside, publish on the host's loopback only, for example
 #   docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/workspace" -p 127.0.0.1:6006:6006 \
 #     fashion-mnist-dvc tensorboard --logdir runs --host 0.0.0.0 --port 6006
 EXPOSE 6006
 
-# The default reproduces the pipeline; any other command can be given instead
-# (dvc exp run -S lr=0.01, python -m pytest, tensorboard ...).
-CMD ["dvc", "repro"]
+# The default reproduces the pipeline and ends with the verdict against the committed baseline;
+# any other command can be given instead (dvc exp run -S lr=0.01, python -m pytest, tensorboard ...).
+CMD ["sh", "-c", "dvc repro && python scripts/verify.py"]

@@ -11,10 +11,14 @@ IMAGE ?= fashion-mnist-dvc
 PYTEST_ARGS ?=
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# Every package setup and the image install, hash-pinned; `make lock` writes it from the two lists.
+LOCK := requirements-lock.txt
+LOCK_ARGS ?=
+STAMP := $(VENV)/.installed-$(shell cksum < $(LOCK) | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
+.PHONY: help setup lock repro tensorboard tensorboard-exps compare baseline report test bench \
+	bench-quick gpu-check clean
 
 # Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
@@ -22,16 +26,17 @@ help: ## Show this list
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-20s%s %s\n", on, $$1, off, $$2}'
 
-setup: $(STAMP) ## Create .venv and install the pinned dependencies (requirements*.txt)
+setup: $(STAMP) ## Create .venv holding exactly the lock, requirements-lock.txt (hash-checked)
 
-# The stamp's name holds a checksum of the pins, so a change of pins reinstalls; a checkout that
-# only touches the files (same pins) does not.
+# The stamp's name holds a checksum of the lock, so a new lock reinstalls and a checkout that only
+# touches the file does not. --clear starts from an empty venv, so nothing the lock left out stays.
 $(STAMP):
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
-	rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv --clear $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
 	touch $@
+
+lock: $(STAMP) ## Rewrite requirements-lock.txt from requirements.txt and requirements-dev.in (LOCK_ARGS=--upgrade: newest)
+	uv pip compile requirements-dev.in --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock' --quiet -o $(LOCK) $(LOCK_ARGS)
 
 repro: setup ## Run the pipeline: dvc repro (set FASHION_MNIST_MIRROR for a local copy of the data)
 	dvc repro
@@ -43,6 +48,15 @@ tensorboard: setup ## Serve runs/ with TensorBoard on 127.0.0.1:6006 (set LOGDIR
 
 tensorboard-exps: setup ## Serve every DVC experiment's logs side by side, a run per experiment
 	python scripts/tensorboard_exps.py --host $(HOST) --port $(PORT) -- $(TENSORBOARD_FLAGS)
+
+compare: setup ## Table of HEAD's results and every experiment, best test accuracy first (ALL=1: every param)
+	python scripts/compare.py $(if $(ALL),--all)
+
+baseline: setup ## Return params.yaml, dvc.lock, metrics and outputs to HEAD's; code edits stay
+	python scripts/baseline.py
+
+report: setup ## Write reports/experiments.html: the compare table and every experiment's curves, offline
+	python scripts/report.py
 
 test: setup ## Run the test suite (offline, synthetic data)
 	python -m pytest $(PYTEST_ARGS)
@@ -65,10 +79,13 @@ clean: ## Remove the pipeline's cached outputs from the workspace (dvc checkout 
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 # ---- Docker -------------------------------------------------------------------------------------
-# One image for GPU and CPU hosts (see Dockerfile). The checkout is bind-mounted at /workspace and
-# the container runs as your uid, so everything it writes there belongs to you. Variables:
-#   TORCH_FLAVOUR      PyTorch wheel flavour for docker-build: empty = PyPI's CUDA 13.0 build
-#                      (driver >= 580.65.06), cpu = CPU only, cu126 = CUDA 12.6, ...
+# One image for GPU and CPU hosts (see Dockerfile and docs/docker.md). It carries the project, so
+# `docker run IMAGE` reproduces the pipeline with nothing mounted; the docker-* targets below mount
+# this checkout at /workspace instead (it takes precedence) and run as your uid, so everything the
+# container writes there belongs to you. Variables:
+#   TORCH_FLAVOUR      PyTorch wheel flavour for docker-build: empty = the lock (PyPI's CUDA 13.0
+#                      build, driver >= 580.65.06), cpu = CPU only, cu126 = CUDA 12.6, ... (unlocked)
+#   DOCKER_BUILD_ARGS  anything else for `docker build` (a package mirror: see docs/docker.md)
 #   DOCKER_GPUS        default `--gpus all` when `nvidia-smi -L` works on this host, else empty
 #                      (needs the NVIDIA Container Toolkit; podman with CDI:
 #                      DOCKER_GPUS='--device nvidia.com/gpu=all'; DOCKER_GPUS= forces the CPU)
@@ -76,40 +93,24 @@ clean: ## Remove the pipeline's cached outputs from the workspace (dvc checkout 
 #                      is you on the host)
 #   DOCKER_USERNS      default --userns=keep-id under rootless podman (so your uid stays yours)
 #   DOCKER_RUN_ARGS    anything else for `docker run`
-# FASHION_MNIST_MIRROR and FASHION_MNIST_CHECKSUMS pass through: local directories in the mirror
-# list (plain or file://) and the checksum file are mounted read-only at their absolute host
-# paths, and the variables are rewritten to those paths (relative paths work too).
+# FASHION_MNIST_MIRROR and FASHION_MNIST_CHECKSUMS pass through, local paths in them mounted
+# read-only (scripts/docker_data.py).
 TORCH_FLAVOUR ?=
+DOCKER_BUILD_ARGS ?=
 DOCKER_GPUS ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo '--gpus all')
 DOCKER_USER ?= $(shell id -u):$(shell id -g)
 DOCKER_USERNS ?= $(shell $(DOCKER) info --format '{{.Host.Security.Rootless}}' 2>/dev/null | \
 	grep -qx true && echo --userns=keep-id)
 DOCKER_RUN_ARGS ?=
-DOCKER_DATA = $(shell \
-	mirror='$(FASHION_MNIST_MIRROR)'; checksums='$(FASHION_MNIST_CHECKSUMS)'; list=; mounted='|'; \
-	IFS=,; for item in $$mirror; do \
-	  item=$$(printf '%s' "$$item" | sed 's/^ *//; s/ *$$//'); \
-	  path=$$(printf '%s' "$$item" | sed 's|^file://||'); \
-	  if [ -n "$$item" ] && [ -d "$$path" ]; then \
-	    path=$$(cd "$$path" && pwd -P); \
-	    case $$mounted in (*"|$$path|"*) ;; (*) printf " -v '%s:%s:ro'" "$$path" "$$path"; \
-	      mounted="$$mounted$$path|";; esac; \
-	    case $$item in (file://*) item=file://$$path;; (*) item=$$path;; esac; \
-	  fi; \
-	  list=$${list:+$$list,}$$item; \
-	done; \
-	[ -z "$$list" ] || printf " -e 'FASHION_MNIST_MIRROR=%s'" "$$list"; \
-	if [ -f "$$checksums" ]; then \
-	  dir=$$(cd "$$(dirname "$$checksums")" && pwd -P); checksums=$$dir/$$(basename "$$checksums"); \
-	  case $$mounted in (*"|$$dir|"*) ;; (*) printf " -v '%s:%s:ro'" "$$checksums" "$$checksums";; esac; \
-	fi; \
-	[ -z "$$checksums" ] || printf " -e 'FASHION_MNIST_CHECKSUMS=%s'" "$$checksums")
+DOCKER_DATA = $(if $(FASHION_MNIST_MIRROR)$(FASHION_MNIST_CHECKSUMS),$(shell python scripts/docker_data.py \
+	--mirror '$(FASHION_MNIST_MIRROR)' --checksums '$(FASHION_MNIST_CHECKSUMS)'))
 DOCKER_RUN = $(DOCKER) run --rm -u "$(DOCKER_USER)" $(DOCKER_USERNS) -v "$(CURDIR):/workspace" \
 	$(DOCKER_DATA) $(DOCKER_RUN_ARGS)
 .PHONY: docker-build docker-repro docker-test docker-tensorboard
 
-docker-build: ## Build the Docker image IMAGE (TORCH_FLAVOUR=cpu for a CPU-only PyTorch)
-	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) -t $(IMAGE) .
+docker-build: ## Build the Docker image IMAGE, the project in it (TORCH_FLAVOUR=cpu for a CPU-only PyTorch)
+	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) --build-arg SOURCE_COMMIT=$(shell git rev-parse HEAD 2>/dev/null) \
+		$(DOCKER_BUILD_ARGS) -t $(IMAGE) .
 
 docker-repro: ## Run dvc repro in the image on this checkout, with the GPU when there is one
 	$(DOCKER_RUN) $(DOCKER_GPUS) $(IMAGE) dvc repro

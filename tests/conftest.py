@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.pop("FASHION_FILL_UNINITIALIZED", None)
 # What a fresh clone needs to run the pipeline; outputs and the committed baseline stay behind.
 PROJECT_FILES = ("fashion", "scripts", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore",
-                 ".dvcignore", ".gitignore", "Makefile", "requirements.txt", "requirements-dev.txt")
+                 ".dvcignore", ".gitignore", "Makefile", "requirements.txt", "requirements-dev.in",
+                 "requirements-lock.txt")
 # Small enough for seconds per stage: 200 training images, 50 steps of 4, a log every 10.
 TEST_PARAMS = {"seed": 0, "lr": 0.02, "momentum": 0.9, "batch_size": 4, "epochs": 1,
                "log_every": 10, "embedding_samples": 20, "device": "cpu"}

