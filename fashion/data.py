@@ -142,7 +142,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     import torch
 
     # In place on one copy: the 60,000 training images are 188 MB as floats, and a fresh tensor
-    # per operation took 0.17 s where this takes 0.07 s.
+    # per operation would allocate and fill that much again at each step.
     return images.unsqueeze(1).to(torch.float32, copy=True).div_(255).sub_(MEAN).div_(STD)
 
 

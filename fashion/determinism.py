@@ -40,8 +40,8 @@ def configure(device: str) -> torch.device:
     # the like, which kernels also use for outputs and work buffers) with NaN, integers with their
     # largest value, so that a kernel reading memory it never wrote gives the same result each
     # run. No kernel this pipeline calls does, and PyTorch's documentation allows the fill off for
-    # such a program; it cost 4.5% of a CPU training step at batch 4, and 8 of a GPU step's 62
-    # kernels. FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may
+    # such a program, and it slows every training step on the CPU and the GPU
+    # (docs/performance.md). FASHION_FILL_UNINITIALIZED=1 keeps it, to check another PyTorch: no output may
     # change (tests/test_reproduction.py checks this one).
     torch.utils.deterministic.fill_uninitialized_memory = switch(
         "FASHION_FILL_UNINITIALIZED", default=False)
@@ -70,7 +70,7 @@ def strict_matrix_products() -> None:
     linear layers' weight gradients) across threads and adds the parts in an order that depends
     on their number: 1, 2 and 4 threads gave three different models at batch 1024. Its strict
     reproducible mode keeps the order fixed, but it also takes other kernels for small matrices
-    (other bits) and made one-thread training at batch 4 about 9% slower, so the train stage asks
+    (other bits) and made one-thread training at batch 4 slower, so the train stage asks
     for it only at the batch sizes it runs on several threads. MKL reads the setting at its first
     call: this must come before any computation in the process. Under the portable CPU pin the
     branch stays the pinned one (strict mode exists for the AVX2 and AVX-512 branches).

@@ -147,13 +147,12 @@ def _sigint_ignored():
 class FigureRenderer:
     """Draws prediction figures in a worker process while training goes on.
 
-    Drawing a figure and encoding its PNG takes about 60 ms of a CPU core (measured on the 2-core
-    machine of README.md's Speed section), 0.9 s over the 15 figures of a default run: a ninth of
-    the CPU training loop and a third of the GPU one. The training loop uses one core at the
-    tutorial's batch size, so the drawing goes on another.
+    Drawing a figure and encoding its PNG takes SECONDS_PER_FIGURE of a CPU core, over the 15
+    figures of a default run a sizeable part of the training loop (docs/performance.md). The
+    training loop uses one core at the tutorial's batch size, so the drawing goes on another.
 
-    The worker is a fresh interpreter that imports matplotlib and never torch. On the H100 host
-    importing torch took 4 s, more than the whole training loop, and a multiprocessing worker
+    The worker is a fresh interpreter that imports matplotlib and never torch. On GPU hosts
+    importing torch took longer than the whole training loop, and a multiprocessing worker
     re-imports the stage's script and so torch with it. It is never a fork of the stage either:
     a fork taken after OpenMP's threads had run hung in its first tensor operation.
 
@@ -161,8 +160,8 @@ class FigureRenderer:
     the worker answers once, at the end of its input, so neither side waits on the other before.
     """
 
-    # Beyond TIMEOUT seconds plus PER_FIGURE for each figure (some 0.1 s normally) the worker is
-    # taken to be stuck.
+    # Beyond TIMEOUT seconds plus PER_FIGURE for each figure (many times a figure's normal time)
+    # the worker is taken to be stuck.
     TIMEOUT = 120
     PER_FIGURE = 1
 

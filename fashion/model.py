@@ -14,12 +14,7 @@ from fashion.errors import FashionError
 
 
 class Net(nn.Module):
-    """LeNet-style CNN of the tutorial, with its layer and parameter names.
-
-    The train stage differentiates this class by hand on the CPU (training._by_hand), for this
-    file as it is: after an edit here, training says so and uses autograd until _by_hand is
-    brought in line and training.BY_HAND_MODEL_SHA256 updated.
-    """
+    """LeNet-style CNN of the tutorial, with its layer and parameter names."""
 
     def __init__(self):
         super().__init__()

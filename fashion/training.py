@@ -1,8 +1,5 @@
 """Training: the tutorial's SGD loop over seeded mini-batches of a device-resident dataset."""
 
-import functools
-import hashlib
-import inspect
 import math
 import sys
 import time
@@ -48,13 +45,11 @@ THREADED_FROM_BATCH = 256  # CPU training below this batch size runs on one thre
 def configure_cpu(batch_size: int) -> None:
     """One thread at small batches; every core from THREADED_FROM_BATCH on, MKL in strict mode.
 
-    At small batches the operations are too small to split well: on an idle 2-core machine two
-    threads were 3 to 6% faster than one at batch 4, but with the other core busy (a TensorBoard
-    server, a second queued experiment, the figure worker starting) a step took 1.9 to 11 ms on
-    two threads against 0.6 ms on one. The train stage on one epoch of the real data, one thread
-    against two, three alternated runs of each: 0.875 of the time at batch 64, 0.976 at 128 and
-    0.985 at 256, with half the CPU time; two threads won at 512 (two runs of each, not
-    alternated). Two threads start where they stop losing, at 256. From THREADED_FROM_BATCH on,
+    At small batches the operations are too small to split well: on an idle machine two threads
+    gained little, and with the other core busy (a TensorBoard server, a second queued
+    experiment, the figure worker starting) they made a step several times slower than one
+    thread. One thread is as fast or faster up to a batch of 256, with half the CPU time, so two
+    threads start there (docs/performance.md has the figures). From THREADED_FROM_BATCH on,
     the train stage runs MKL in strict mode (determinism.strict_matrix_products), whatever the
     number of cores, so that the results are the same for any count.
     """
@@ -67,8 +62,8 @@ def configure_cpu(batch_size: int) -> None:
 class SGD:
     """SGD with momentum, computed as torch.optim.SGD computes it on the CPU, bit for bit.
 
-    At the tutorial's batch of 4, Optimizer.step's Python bookkeeping doubled the cost of the
-    update (74 against 37 us for these three foreach kernels, each timed alone). A zero momentum
+    At the tutorial's batch of 4, Optimizer.step's Python bookkeeping cost as much as the update's
+    three foreach kernels themselves. A zero momentum
     buffer makes the first update exactly torch's (0 * momentum + grad == grad), and lets a CUDA
     graph capture every step alike. tests/test_training.py checks the identity.
     """
@@ -76,7 +71,7 @@ class SGD:
     def __init__(self, params: list[torch.Tensor], lr: float, momentum: float):
         self.params, self.lr, self.momentum = params, lr, momentum
         # The buffers are views of one tensor, so that their decay is one multiplication: on the
-        # CPU, _foreach_mul_ by a number multiplies one tensor after the other (16 against 5 us).
+        # CPU, _foreach_mul_ by a number multiplies one tensor after the other, at a cost for each.
         kinds = {(p.dtype, p.device) for p in params}
         if len(kinds) != 1:
             raise ValueError(f"SGD needs parameters of one dtype and device, got {kinds or 'none'}")
@@ -97,7 +92,7 @@ GradientFunction = Callable[[torch.Tensor, torch.Tensor],
 
 
 def _autograd(net) -> GradientFunction:
-    """Loss, outputs and gradients of a batch, by autograd: the reference, and any Net."""
+    """Loss, outputs and gradients of a batch, by autograd: any Net, on any device."""
     params = list(net.parameters())
 
     def loss_and_grads(x, y):
@@ -105,96 +100,6 @@ def _autograd(net) -> GradientFunction:
         loss = F.cross_entropy(out, y)
         return loss.detach(), out.detach(), list(torch.autograd.grad(loss, params))
     return loss_and_grads
-
-
-@torch.no_grad()
-def _by_hand(params, x, y):
-    """What `_autograd` computes for model.Net, calling the kernels autograd calls, one by one.
-
-    At the tutorial's batch of 4 a CPU step is some 50 small operations, and the autograd engine
-    around them (recording the graph, then walking it) took a quarter of each step. This mirrors
-    Net.forward and the backward functions PyTorch registers for each of its operations
-    (derivatives.yaml), in the same order and memory layouts, so the bits are the same;
-    `_gradient_function` checks that before training with it. After an edit to fashion/model.py,
-    it is brought in line here and BY_HAND_MODEL_SHA256 below updated.
-    """
-    aten = torch.ops.aten
-    pool = ([2, 2], [2, 2])  # kernel, stride: Net's MaxPool2d(2, 2)
-    w1, b1, w2, b2, w3, b3, w4, b4, w5, b5 = params
-    r1 = F.relu(F.conv2d(x, w1, b1))
-    p1, i1 = aten.max_pool2d_with_indices(r1, *pool)
-    r2 = F.relu(F.conv2d(p1, w2, b2))
-    p2, i2 = aten.max_pool2d_with_indices(r2, *pool)
-    f = p2.flatten(1)
-    h3 = F.relu(F.linear(f, w3, b3))
-    h4 = F.relu(F.linear(h3, w4, b4))
-    out = F.linear(h4, w5, b5)
-    log_p = F.log_softmax(out, 1)
-    # F.cross_entropy's defaults: reduction 1 is the mean, and ignore_index -100 ignores no class.
-    loss, total_weight = aten.nll_loss_forward(log_p, y, None, 1, -100)
-
-    g = aten.nll_loss_backward(torch.ones_like(loss), log_p, y, None, 1, -100, total_weight)
-    g = aten._log_softmax_backward_data(g, log_p, 1, log_p.dtype)
-    # linear is addmm(b, a, w.t()): autograd takes w's gradient as g.t() @ a, b's as g summed.
-    gw5, gb5 = g.t().mm(h4), g.sum(0)
-    g = aten.threshold_backward(g.mm(w5), h4, 0)
-    gw4, gb4 = g.t().mm(h3), g.sum(0)
-    g = aten.threshold_backward(g.mm(w4), h3, 0)
-    gw3, gb3 = g.t().mm(f), g.sum(0)
-    g = g.mm(w3).view_as(p2)
-    g = aten.max_pool2d_with_indices_backward(g, r2, *pool, [0, 0], [1, 1], False, i2)
-    g = aten.threshold_backward(g, r2, 0)
-    g, gw2, gb2 = aten.convolution_backward(g, p1, w2, [w2.shape[0]], [1, 1], [0, 0], [1, 1],
-                                            False, [0, 0], 1, [True, True, True])
-    g = aten.max_pool2d_with_indices_backward(g, r1, *pool, [0, 0], [1, 1], False, i1)
-    g = aten.threshold_backward(g, r1, 0)
-    _, gw1, gb1 = aten.convolution_backward(g, x, w1, [w1.shape[0]], [1, 1], [0, 0], [1, 1],
-                                            False, [0, 0], 1, [False, True, True])
-    return loss, out, [gw1, gb1, gw2, gb2, gw3, gb3, gw4, gb4, gw5, gb5]
-
-
-# The SHA-256 of fashion/model.py, whose Net `_by_hand` was written for and checked against. Any
-# edit there changes it (the class, a helper it calls, initial_net), and training then uses
-# autograd until `_by_hand` is brought in line and this is updated.
-BY_HAND_MODEL_SHA256 = "f760168b4eec567c628c4d6bd8ced0218af0bb88878bc89eaee462655f87dcdc"
-
-
-def _model_source_sha256() -> str | None:
-    try:
-        return hashlib.sha256(inspect.getsource(model).encode()).hexdigest()
-    except OSError:  # no source file: a bytecode-only installation, say
-        return None
-
-
-def _gradient_function(net, x, y, by_hand: bool) -> GradientFunction:
-    """`_by_hand` where it applies and gives autograd's bits on the batch (x, y); else autograd.
-
-    It applies on the CPU to the model.Net it was written for. A GPU runs the step as a CUDA
-    graph, whose replay costs nothing for the engine; there the autograd step is kept. The check
-    of the bits guards against another PyTorch, whose kernels or backward formulas may differ.
-    Where it does not apply, training says why on stderr and uses autograd.
-    """
-    reference = _autograd(net)
-    if not by_hand or x.device.type != "cpu":
-        return reference
-    source = _model_source_sha256()
-    if source is None:
-        why = "fashion/model.py cannot be read to check that training._by_hand is written for it"
-    elif source != BY_HAND_MODEL_SHA256:
-        why = (f"fashion/model.py has changed since training._by_hand was written for its Net. "
-               f"Once _by_hand computes the changed network (after a change to comments alone "
-               f"it does), set BY_HAND_MODEL_SHA256 in fashion/training.py to {source}")
-    elif type(net) is not model.Net:
-        why = f"training._by_hand is written for model.Net, not {type(net).__name__}"
-    else:
-        params = [p.detach() for p in net.parameters()]
-        ours, theirs = _by_hand(params, x, y), reference(x, y)
-        if all(torch.equal(a, b) for a, b in zip((*ours[:2], *ours[2]), (*theirs[:2], *theirs[2]),
-                                                 strict=True)):
-            return functools.partial(_by_hand, params)
-        why = f"training._by_hand does not give the bits of autograd in PyTorch {torch.__version__}"
-    click.echo(f"Note: {why}; training uses autograd, about a third slower on the CPU.", err=True)
-    return reference
 
 
 def _sgd_step(loss_and_grads, sgd, images, labels, idx, loss_sum, correct):
@@ -251,25 +156,20 @@ class _CudaGraphStep:
 
 
 def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, epochs: int,
-          log_every: int, seed: int, on_log: OnLog | None = None, cuda_graph: bool = True,
-          by_hand: bool = False) -> TrainResult:
+          log_every: int, seed: int, on_log: OnLog | None = None, cuda_graph: bool = True
+          ) -> TrainResult:
     """Train `net` in place on normalised `images` (N, 1, 28, 28) and `labels`, both on its device.
 
     Each time the images seen pass a multiple of `log_every`, and at the end for a last partial
     window, `on_log` gets the window's statistics and the last batch (see log_point_due).
     On a GPU the step is a CUDA graph unless `cuda_graph` is False (the eager reference).
-    `by_hand` computes gradients with `_by_hand` on the CPU, the same bits faster; only for a
-    model.Net without hooks, as model.initial_net makes it, since `_by_hand` runs none.
     On several CPU threads at large batches the bits depend on the thread count unless the
     process called determinism.strict_matrix_products before computing anything, as the train
     stage does from THREADED_FROM_BATCH on.
     """
     device = images.device
     sgd = SGD(list(net.parameters()), lr, momentum)
-    # Checked on as many images as a mini-batch holds, up to 64: where PyTorch picks convolution
-    # kernels by batch size, the small batches' own; and cheap at any batch size.
-    check = min(batch_size, 64)
-    loss_and_grads = _gradient_function(net, images[:check], labels[:check], by_hand)
+    loss_and_grads = _autograd(net)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     if cuda_graph and device.type == "cuda" and batch_size <= len(images):
@@ -381,7 +281,6 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
 
             start = time.perf_counter()
             result = train(net, images, labels, on_log=log, cuda_graph=cuda_graph,
-                           by_hand=True,
                            **{k: params[k] for k in PARAMS if k != "device"})
             seconds = time.perf_counter() - start
         drawn = figures.results()

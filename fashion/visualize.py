@@ -16,7 +16,7 @@ from fashion.tensorboard_writer import run_writer
 
 PARAMS = ("seed", "batch_size", "embedding_samples")
 # The grid and the graph's trace take at most this many images of the first batch: the tutorial
-# shows its whole batch of 4, while a batch of 60,000 made a 48 MB grid, 40 s and 3.4 GB to trace.
+# shows its whole batch of 4, while a batch of 60,000 made a grid and a trace too large to use.
 SHOWN = 64
 
 
@@ -37,8 +37,8 @@ def run(*, params: dict, data_dir: Path, logdir: Path) -> None:
     with run_writer(logdir) as writer:
         writer.add_images("fashion_mnist_images", data.unnormalize(batch))  # one grid image
         # add_graph's torch.jit.trace checks its trace by tracing again and comparing outputs,
-        # a check that imports torch.distributed: 0.75 s of this stage's 2.9 s (median of five
-        # runs), to learn what a fixed Net cannot change. Given a model traced without the
+        # a check that imports torch.distributed, a large part of this stage's time, to learn
+        # what a deterministic Net cannot change. Given a model traced without the
         # check, add_graph writes the same graph (tests/test_visualize.py compares the two).
         net = model.initial_net(params["seed"]).eval()
         with warnings.catch_warnings():

@@ -35,10 +35,10 @@ class Run:
 
 
 # Linux counts in a command's peak resident memory that of the address space its exec replaced:
-# started from this process, which has imported torch, even `python -c pass` peaked at 500 MB. A
+# started from this process, which has imported torch, even `python -c pass` peaked at its size. A
 # small Python process in between starts each command and reports what wait4 says of it.
 # Linux keeps the largest of a command and the processes it waited for, not their sum: the
-# train stage's figure worker, about 95 MB of its own, is not added to the stage's figure.
+# train stage's figure worker, a process of its own, is not added to the stage's figure.
 LAUNCHER = """
 import os, subprocess, sys, time
 start = time.perf_counter()

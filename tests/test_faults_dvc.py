@@ -89,9 +89,9 @@ def test_a_failing_stage_keeps_the_cache_and_fixing_the_input_restores_without_r
 
 
 @pytest.mark.parametrize("before", [None, "lr=0.01"], ids=["first", "after-a-good-experiment"])
-def test_the_readme_s_recipe_returns_to_the_commit_after_a_refused_experiment(tmp_path, env, before):
+def test_the_documented_recipe_returns_to_the_commit_after_a_refused_experiment(tmp_path, env, before):
     recipe = re.search(r"return to the last commit's with:\n\n```sh\n(.*?)```",
-                       (ROOT / "README.md").read_text(), re.DOTALL)[1]
+                       (ROOT / "docs/troubleshooting.md").read_text(), re.DOTALL)[1]
     repo = make_repo(tmp_path / "repo")
     dvc(repo, env, "repro")
     commit(repo, "baseline")

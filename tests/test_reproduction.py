@@ -92,7 +92,7 @@ def test_exp_show_displays_provenance(pipeline, env):
     assert provenance["device"] == "cpu" and provenance["python"].count(".") == 1
     assert set(provenance["data_sha256"]) == {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
-    # The README's command for the key provenance columns.
+    # docs/reproduction.md's command for the key provenance columns.
     table = dvc(pipeline, env, "exp", "show", "--csv", "--drop", ".*", "--keep",
                 "Experiment|metrics/provenance/train.json:(device|torch|numpy|python)$").stdout
     header, row = table.splitlines()[:2]

@@ -1,5 +1,4 @@
-import hashlib
-import importlib.util
+import copy
 import json
 import subprocess
 import sys
@@ -24,13 +23,13 @@ def train_set():
     return data.normalize(torch.from_numpy(images)), torch.from_numpy(labels.astype(np.int64))
 
 
-def fit(train_set, net=None, by_hand=True, **changes):
-    """`train` as the train stage calls it: with the hand-written backward where it applies."""
+def fit(train_set, net=None, **changes):
+    """`train` as the train stage calls it."""
     determinism.configure("cpu")
     hyper = {**HYPER, **changes}
     net = model.initial_net(hyper["seed"]) if net is None else net
     logged = []
-    result = training.train(net, *train_set, **hyper, by_hand=by_hand,
+    result = training.train(net, *train_set, **hyper,
                             on_log=lambda point, x, y: logged.append((point, x.clone(), y.clone())))
     return net, result, logged
 
@@ -83,127 +82,24 @@ def test_same_weights_losses_and_accuracies_as_the_tutorials_loop(train_set, mom
     assert len({p.accuracy for p in result.points}) > 1  # the windows differ: a real count
 
 
-def test_the_hand_written_backward_gives_autograd_s_bits(train_set):
-    images, labels = train_set
-    before = torch.get_num_threads()
-    try:
-        # At the initial weights and at trained ones, on one thread and two, on batches of 1, 4
-        # and 7, and of 16 and 48, for which PyTorch may choose other convolution kernels.
-        for net in (model.initial_net(3), fit(train_set)[0]):
-            params = [p.detach() for p in net.parameters()]
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                for n in (1, 4, 7, 16, 48):
-                    ours = training._by_hand(params, images[:n], labels[:n])
-                    theirs = training._autograd(net)(images[:n], labels[:n])
-                    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
-                    assert all(torch.equal(a, b) for a, b in zip(ours[2], theirs[2], strict=True))
-    finally:
-        torch.set_num_threads(before)
+@pytest.mark.parametrize("change", ["tanh", "weight_norm"])
+def test_an_edited_network_trains_as_the_tutorial_loop_trains_it(train_set, change):
+    # Autograd follows Net wherever a researcher takes it: another activation, or a
+    # reparametrised layer with a parameter more.
+    class Edited(model.Net):
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            x = self.pool(F.relu(self.conv2(x))).flatten(1)
+            x = torch.tanh(self.fc1(x)) if change == "tanh" else F.relu(self.fc1(x))
+            return self.fc3(F.relu(self.fc2(x)))
 
-
-def count_by_hand(monkeypatch) -> list:
-    """The calls of the hand-written backward from here on, one item each."""
-    calls, by_hand = [], training._by_hand
-    monkeypatch.setattr(training, "_by_hand", lambda *args: calls.append(1) or by_hand(*args))
-    return calls
-
-
-def test_the_net_trains_with_the_hand_written_backward(train_set, monkeypatch, capsys):
-    calls = count_by_hand(monkeypatch)
-    _, result, _ = fit(train_set)
-    assert len(calls) == result.steps + 1  # the check, then every step
-    assert "Note" not in capsys.readouterr().err
-
-
-def test_the_train_stage_asks_for_the_hand_written_backward(tmp_path, data_dir, monkeypatch,
-                                                           capsys):
-    calls = count_by_hand(monkeypatch)
-    result = train_stage(data_dir, tmp_path)
-    assert len(calls) == result.steps + 1
-    assert "Note" not in capsys.readouterr().err
-
-
-def test_train_uses_autograd_unless_asked_or_for_another_net(train_set, monkeypatch, capsys):
-    calls = count_by_hand(monkeypatch)
-    fit(train_set, by_hand=False)
-    assert calls == [] and "Note" not in capsys.readouterr().err
-
-    class Wider(model.Net):
-        pass
-
-    fit(train_set, net=Wider())
-    assert calls == []
-    assert "Note: training._by_hand is written for model.Net, not Wider; training uses autograd" \
-        in capsys.readouterr().err
-
-
-def edited_model(tmp_path, monkeypatch, old: str = "", new: str = ""):
-    """fashion/model.py with one edit (or none), imported as a module of its own."""
-    source = (ROOT / "fashion/model.py").read_text()
-    assert source.count(old) == 1 or not old
-    path = tmp_path / "edited_model.py"
-    path.write_text(source.replace(old, new))
-    spec = importlib.util.spec_from_file_location("edited_model", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "edited_model", module)  # where inspect looks for its source
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("old, new", [
-    # ReLU6 is ReLU below 6, so at the initial weights a check of the bits alone could pass it.
-    ("x = F.relu(self.fc1(x))", "x = F.relu6(self.fc1(x))"),
-    # Outside the class: a reparametrised layer, with one parameter more.
-    ("        return Net()",
-     "        net = Net()\n        nn.utils.parametrizations.weight_norm(net.fc1)\n        return net"),
-])
-def test_an_edited_model_trains_with_autograd_and_the_note_says_what_to_update(
-        train_set, tmp_path, monkeypatch, capsys, old, new):
-    edited = edited_model(tmp_path, monkeypatch, old, new)
-    monkeypatch.setattr(training, "model", edited)
-    calls = count_by_hand(monkeypatch)
-    net, result, _ = fit(train_set, net=edited.initial_net(HYPER["seed"]))
-    source = hashlib.sha256((tmp_path / "edited_model.py").read_bytes()).hexdigest()
-    assert f"set BY_HAND_MODEL_SHA256 in fashion/training.py to {source}; training uses autograd" \
-        in capsys.readouterr().err
-    assert calls == []
-    assert_trained_as_the_tutorial_loop(train_set, net, result,
-                                        start=edited.initial_net(HYPER["seed"]))
-
-
-def test_a_model_without_its_source_file_trains_with_autograd(train_set, tmp_path, monkeypatch,
-                                                              capsys):
-    unread = edited_model(tmp_path, monkeypatch)
-    (tmp_path / "edited_model.py").unlink()  # imported, but its source is gone
-    monkeypatch.setattr(training, "model", unread)
-    calls = count_by_hand(monkeypatch)
-    fit(train_set, net=unread.initial_net(HYPER["seed"]))
-    assert calls == []
-    assert "Note: fashion/model.py cannot be read to check that training._by_hand is written for " \
-        "it; training uses autograd" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("slip", ["loss", "outputs", *range(10)])  # or the gradient of parameter i
-def test_a_hand_written_backward_off_autograd_s_bits_is_not_used(train_set, monkeypatch, capsys,
-                                                                  slip):
-    by_hand = training._by_hand
-
-    def slipped(params, x, y):
-        loss, out, grads = by_hand(params, x, y)
-        nudge = 1 + 2**-20  # a few units in the last place
-        if slip == "loss":
-            loss = loss * nudge
-        elif slip == "outputs":
-            out = out * nudge
-        else:
-            grads = [g * nudge if i == slip else g for i, g in enumerate(grads)]
-        return loss, out, grads
-
-    monkeypatch.setattr(training, "_by_hand", slipped)
-    net, result, _ = fit(train_set)
-    assert "training._by_hand does not give the bits of autograd" in capsys.readouterr().err
-    assert_trained_as_the_tutorial_loop(train_set, net, result)
+    torch.manual_seed(HYPER["seed"])
+    start = Edited()
+    if change == "weight_norm":
+        torch.nn.utils.parametrizations.weight_norm(start.fc1)
+    net = copy.deepcopy(start)
+    net, result, _ = fit(train_set, net=net)
+    assert_trained_as_the_tutorial_loop(train_set, net, result, start=copy.deepcopy(start))
 
 
 def test_log_points_fall_every_log_every_images_across_epochs(train_set):
