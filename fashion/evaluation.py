@@ -13,6 +13,7 @@ from fashion.tensorboard_writer import run_writer
 PARAMS = ("device",)
 CHUNK = 1000         # test images per forward pass: bounds memory, and fixes the kernels' shapes
 CURVE_POINTS = 200   # most points per class in the DVC PR-curve files
+PR_FILES = fileio.matching(*(f"{slug}.csv" for slug in data.CLASS_SLUGS))  # --pr-dir's files
 
 
 @torch.no_grad()
@@ -107,7 +108,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         out.file(confusion_path, ("actual,predicted\n" + "".join(
             f"{data.CLASSES[a]},{data.CLASSES[p]}\n"
             for a, p in zip(labels.tolist(), predicted.tolist()))).encode())
-        pr = out.directory(pr_dir)
+        pr = out.directory(pr_dir, PR_FILES)
         for slug, (precision, recall, threshold) in zip(data.CLASS_SLUGS, curves):
             rows = _thin(list(zip(threshold.tolist(), precision.tolist(), recall.tolist())),
                          CURVE_POINTS)

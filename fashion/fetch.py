@@ -244,7 +244,7 @@ def run(*, dest: Path, mirror: str | None, checksums: str | None, timeout: float
     sources = parse_sources(mirror)
     expected = expected_checksums(checksums)
     unreachable: dict[Source, str] = {}
-    with fileio.staged_dir(dest) as staging:
+    with fileio.staged_dir(dest, fileio.matching(*data.FILES, data.MANIFEST)) as staging:
         for name in data.FILES:
             content = fetch_file(name, expected[name], sources, timeout=timeout, retries=retries,
                                  max_bytes=max_bytes, unreachable=unreachable)

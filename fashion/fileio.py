@@ -3,6 +3,7 @@ never some outputs of a run beside others of an earlier one."""
 
 import contextlib
 import errno
+import fnmatch
 import glob
 import json
 import os
@@ -10,9 +11,9 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from fashion.errors import FashionError
 
@@ -48,6 +49,36 @@ def _refuse_to_replace_a_holder(path: Path) -> None:
         if target == held or target in held.parents:
             raise FashionError(f"refusing to replace {path}: it holds {what}; give the output a "
                                "directory of its own")
+
+
+# Whether a file, by its path relative to an output directory, is one the writer of that directory
+# writes: only such files (and empty directories) may be deleted when the directory is replaced.
+Holds = Callable[[PurePosixPath], bool]
+
+
+def matching(*patterns: str) -> Holds:
+    """The files whose relative path matches one of the fnmatch `patterns` (`*` spans `/`)."""
+    return lambda relative: any(fnmatch.fnmatchcase(str(relative), p) for p in patterns)
+
+
+def _refuse_to_replace_a_stranger(path: Path, holds: Holds) -> None:
+    """Replacing a directory deletes the previous one, so it must be one this writer (or DVC,
+    restoring it) wrote: every file in it one that `holds` accepts. Its contents say so whoever
+    wrote them, unlike a marker file, which DVC-restored outputs and older baselines lack."""
+    if path.is_symlink() or not path.exists():
+        return  # a symlink is replaced by the directory; what it points to is not touched
+    if not path.is_dir():
+        raise FashionError(f"refusing to replace {path}: it is a file, and this output is a "
+                           "directory; remove the file or choose another path")
+    for folder, subfolders, files in os.walk(path):
+        # A symlink to a directory is listed, not entered: judged, like a file, by its name.
+        linked = [name for name in subfolders if os.path.islink(os.path.join(folder, name))]
+        for name in sorted(files) + linked:
+            relative = PurePosixPath(Path(folder, name).relative_to(path).as_posix())
+            if not holds(relative):
+                raise FashionError(f"refusing to replace {path}: it holds {relative}, which this "
+                                   "stage does not write; choose another path, or move the "
+                                   "directory's contents away first")
 
 
 def _exists(path: Path) -> bool:
@@ -91,10 +122,12 @@ class Outputs:
         # the user creates.
         new.write_bytes(data)
 
-    def directory(self, path: str | Path) -> Path:
-        """An empty directory to fill with the new content of the directory `path`."""
+    def directory(self, path: str | Path, holds: Holds = lambda relative: False) -> Path:
+        """An empty directory to fill with the new content of the directory `path`. An existing
+        `path` is replaced only if empty or if `holds` accepts every file in it."""
         path = Path(path)
         _refuse_to_replace_a_holder(path)
+        _refuse_to_replace_a_stranger(path, holds)
         new = self._work(path)
         new.mkdir()  # unlike mkdtemp's private mode, honours the umask: outputs are shared
         return new
@@ -203,7 +236,8 @@ def outputs() -> Iterator[Outputs]:
 
 
 @contextlib.contextmanager
-def staged_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty directory beside `path`; on success it replaces `path`, on failure it goes."""
+def staged_dir(path: str | Path, holds: Holds = lambda relative: False) -> Iterator[Path]:
+    """Yield an empty directory beside `path`; on success it replaces `path` (see
+    Outputs.directory for which `path` it may replace), on failure it goes."""
     with outputs() as staged:
-        yield staged.directory(path)
+        yield staged.directory(path, holds)

@@ -27,6 +27,12 @@ from torch.utils.tensorboard import SummaryWriter
 from fashion import fileio
 
 EVENT_FILE_PREFIX = "events.out.tfevents.0000000000.fashion."  # then 16 hex digits of SHA-256
+# What a stage's logdir holds: canonical event files, and the embedding projector's files
+# (<step>/<tag>/... and its config). Only a directory of these is replaced by a new logdir.
+LOGDIR_FILES = fileio.matching(f"{EVENT_FILE_PREFIX}*", f"*/{EVENT_FILE_PREFIX}*",
+                               "projector_config.pbtxt", "[0-9][0-9][0-9][0-9][0-9]/*/metadata.tsv",
+                               "[0-9][0-9][0-9][0-9][0-9]/*/sprite.png",
+                               "[0-9][0-9][0-9][0-9][0-9]/*/tensors.tsv")
 
 
 def canonicalize(logdir: Path) -> None:
@@ -60,7 +66,7 @@ def run_writer(logdir: str | Path, outputs: fileio.Outputs | None = None) -> Ite
     """A SummaryWriter for one stage's logdir, which replaces `logdir` only on success: together
     with the stage's other `outputs` where given."""
     with contextlib.nullcontext(outputs) if outputs else fileio.outputs() as staged:
-        staging = staged.directory(logdir)
+        staging = staged.directory(logdir, LOGDIR_FILES)
         writer = SummaryWriter(str(staging))
         try:
             yield writer

@@ -225,6 +225,31 @@ def test_a_logdir_holding_the_working_directory_is_refused_and_nothing_moves(wor
     assert snapshot(work) == before
 
 
+@pytest.mark.parametrize("script, option", [("visualize", "--logdir"), ("evaluate", "--pr-dir"),
+                                            ("evaluate", "--logdir"), ("fetch", "--out")])
+def test_an_output_option_naming_someone_s_directory_is_refused_and_nothing_moves(
+        work, script, option):
+    home = work / "home"
+    (home / "thesis").mkdir(parents=True)
+    (home / "thesis/chapter1.tex").write_bytes(b"years of work")
+    (home / ".bashrc").write_bytes(b"alias ll='ls -l'")
+    if script == "evaluate":
+        assert stage("train", work).returncode == 0
+    before = snapshot(work)
+    done = stage(script, work, option, str(home))
+    assert_failed(done, f"Error: refusing to replace {home}: it holds .bashrc, which this stage "
+                        "does not write; choose another path")
+    assert snapshot(work) == before
+
+
+def test_a_stage_s_own_outputs_restored_or_from_an_earlier_run_are_replaced(work):
+    for _ in range(2):
+        assert stage("visualize", work).returncode == 0
+    assert stage("train", work).returncode == 0
+    for _ in range(2):
+        assert stage("evaluate", work).returncode == 0
+
+
 # --- training ------------------------------------------------------------------------------
 
 def test_divergence_stops_naming_the_step_and_writes_no_model(work):
