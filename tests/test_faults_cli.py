@@ -440,15 +440,24 @@ def test_the_code_running_file_would_run_code_if_loaded_unsafely(tmp_path):
 
 # --- serving -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, env, host", [
-    ((), {}, "127.0.0.1"),
-    (("HOST=0.0.0.0",), {}, "0.0.0.0"),
-    ((), {"HOST": "0.0.0.0"}, "0.0.0.0"),
-], ids=["default", "make-variable", "environment"])
-def test_tensorboard_binds_loopback_unless_host_is_set(args, env, host):
-    command, = [line for line in make_dry_run("tensorboard", *args, env=env)
-                if line.startswith("tensorboard ")]
-    assert f"--host {host} " in command + " " and "--port 6006" in command
+@pytest.mark.parametrize("target, prefix", [("tensorboard", "tensorboard "),
+                                            ("tensorboard-exps", "python scripts/tensorboard_exps.py "),
+                                            ("docker-tensorboard", "docker run ")])
+@pytest.mark.parametrize("args, env, host, port, logdir", [
+    ((), {}, "127.0.0.1", "6006", "runs"),
+    (("HOST=0.0.0.0", "PORT=7007", "LOGDIR=logs"), {}, "0.0.0.0", "7007", "logs"),
+    # Some shells and container images export HOST: it must not open the server to the network.
+    ((), {"HOST": "0.0.0.0", "PORT": "7007", "LOGDIR": "elsewhere"}, "127.0.0.1", "6006", "runs"),
+], ids=["default", "command-line", "environment"])
+def test_tensorboard_binds_loopback_unless_host_is_given_on_the_command_line(
+        target, prefix, args, env, host, port, logdir):
+    command, = [line for line in make_dry_run(target, *args, env=env) if line.startswith(prefix)]
+    if target == "docker-tensorboard":
+        assert f'-p "{host}:{port}:6006"' in command and f'--logdir "{logdir}"' in command
+    else:
+        assert f"--host {host} " in command + " " and f"--port {port}" in command
+    if target == "tensorboard":
+        assert f'--logdir "{logdir}"' in command
 
 
 # --- gathering experiments -------------------------------------------------------------------
