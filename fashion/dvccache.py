@@ -16,6 +16,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML, YAMLError
 
+from fashion.errors import FashionError
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -88,6 +90,18 @@ def damaged_copy(path: str | Path, content: bytes) -> str | None:
             f"dvc.lock records, so `dvc checkout` brings the damage back): delete it with "
             f"`rm -f {shown}`, then rebuild it with `dvc repro --force --single-item "
             f"{record.stage}` or fetch an intact copy with `dvc pull {record.out}`")
+
+
+def refuse_a_damaged_copy(path: Path) -> None:
+    """Raise damaged_copy's message for the file `path`, if it has one. A file that cannot be
+    read is left to its reader, which says why in its own words."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError:
+        return
+    damaged = damaged_copy(path, content)
+    if damaged:
+        raise FashionError(damaged)
 
 
 def _cache_file(root: Path, digest: str) -> Path:

@@ -6,7 +6,7 @@ import click
 import torch
 import torch.nn.functional as F
 
-from fashion import data, determinism, fileio, model, provenance
+from fashion import data, determinism, dvccache, fileio, model, provenance
 from fashion.errors import FashionError, memory_errors_explained
 from fashion.tensorboard_writer import run_writer
 
@@ -86,6 +86,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, confusion_path: Path, pr_dir: Path, logdir: Path) -> dict:
     device = determinism.configure(params["device"])
     images, labels = data.load_split(data_dir, "test")
+    dvccache.refuse_a_damaged_copy(model_path)  # a change inside the weights loads fine
     net = model.load(model_path)
     with memory_errors_explained(device):
         logits = predict(net.to(device), data.normalize(images).to(device))

@@ -188,6 +188,12 @@ def _keep_file(path: Path, old: Path) -> str:
         return "moved"
 
 
+# Set by a command whose work ends once its outputs are replaced (cli.stage_command): called, with
+# Ctrl-C and SIGTERM still held, the moment they all are; it decides what a later signal does.
+after_outputs: Callable[[], None] | None = None
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _signals_held() -> Iterator[list]:
     """Hold SIGINT and SIGTERM back while the block runs, then deliver them.
@@ -195,21 +201,27 @@ def _signals_held() -> Iterator[list]:
     Python runs signal handlers between two bytecodes of the main thread, so a Ctrl-C could land
     between two renames of a replacement, or between two of the renames that undo it; held, it
     arrives once every output is in a consistent state. Only the main thread may set handlers;
-    elsewhere the block runs as it is.
+    elsewhere the block runs as it is. When the block succeeds with nothing received and
+    `after_outputs` is set, it replaces the handlers instead of the previous ones coming back.
     """
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
     previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+                for signum in INTERRUPTS}
+    succeeded = False
     try:
         yield received
+        succeeded = True
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in received:
-            signal.raise_signal(signum)
+        if succeeded and not received and after_outputs is not None:
+            after_outputs()
+        else:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for signum in received:
+                signal.raise_signal(signum)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from fashion.errors import FashionError
 @click.option("--port", default=6006, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Only gather the logs into --out.")
 @click.argument("tensorboard_args", nargs=-1, type=click.UNPROCESSED)
-@cli.stage_command
+@cli.stage_command(ends_with_outputs=False)  # Ctrl-C after gathering stops the server
 def main(repo, out, host, port, no_serve, tensorboard_args):
     """Copy runs/ of the baseline commit and of every finished experiment that `dvc exp show` lists
     from the DVC cache into one logdir, a TensorBoard run per experiment named by its name and the

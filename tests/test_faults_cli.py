@@ -493,3 +493,54 @@ def test_a_one_step_run_says_so_and_the_benchmark_reads_it(work):
     assert done.returncode == 0, done.stderr
     assert re.search(r"^trained 1 step in [\d.]+ s \(", done.stderr, re.M), done.stderr
     assert load_script("bench").trained(done.stderr)[0] == 1
+
+
+# --- a signal after the outputs were replaced -----------------------------------------------
+
+LATE_SIGNAL = """
+import os, signal, sys
+import click
+from fashion import cli, fileio
+
+@click.command()
+@cli.stage_command
+def main():
+    with fileio.outputs() as out:
+        out.file("result.txt", b"new")
+    os.kill(os.getpid(), signal.{name})  # after the replacement, before the command returns
+    print("unreachable once the signal has been handled", file=sys.stderr)
+
+main()
+"""
+
+
+@pytest.mark.parametrize("name, what", [("SIGINT", "Interrupted"), ("SIGTERM", "Terminated")])
+def test_a_signal_after_every_output_was_replaced_reports_success(tmp_path, name, what):
+    (tmp_path / "result.txt").write_bytes(b"previous")
+    done = subprocess.run([sys.executable, "-c", LATE_SIGNAL.replace("{name}", name)], cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"{what} after this stage had replaced all its outputs; they are new "
+                           "and complete.\n")
+    assert (tmp_path / "result.txt").read_bytes() == b"new"
+    assert_no_leftovers(tmp_path)
+
+
+def test_ctrl_c_just_after_training_replaced_its_outputs_reports_success(work):
+    """A real train run, interrupted the moment its outputs are all in place (the last one there,
+    the staging directories gone), as it shuts down: it must not report failure."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts/train.py")], cwd=work,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            (work / "metrics/provenance/train.json").exists() and not list(work.rglob(".*.tmp-*"))):
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert process.returncode == 0, stderr
+    assert "replaced none of its outputs" not in stderr, stderr
+    assert all((work / path).exists() for path in TRAIN_OUTPUTS)
