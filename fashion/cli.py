@@ -54,6 +54,14 @@ def quiet_ctrl_c_while_starting() -> None:
         signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 
+def _replaced_none(what: str) -> str:
+    if os.environ.get("DVC_STAGE"):  # set by DVC for the commands it runs
+        # DVC deletes a stage's outputs before running it: there is nothing left to keep.
+        return (f"{what}; this stage wrote none of its outputs, and DVC had removed the previous "
+                "ones before running it: `dvc checkout` brings them back.")
+    return f"{what}; this stage replaced none of its outputs."
+
+
 def _finished(signum, frame):
     # Every output is already new and complete: nothing is left to stop or undo.
     what = "Interrupted" if signum == signal.SIGINT else "Terminated"
@@ -96,10 +104,10 @@ def stage_command(func=None, *, ends_with_outputs: bool = True):
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
         except KeyboardInterrupt:
-            click.echo("Interrupted; this stage replaced none of its outputs.", err=True)
+            click.echo(_replaced_none("Interrupted"), err=True)
             sys.exit(130)
         except Terminated:
-            click.echo("Terminated; this stage replaced none of its outputs.", err=True)
+            click.echo(_replaced_none("Terminated"), err=True)
             sys.exit(143)
         return func(*args, **kwargs)  # FASHION_DEBUG=1: failures show their traceback
 

@@ -3,6 +3,7 @@ never some outputs of a run beside others of an earlier one."""
 
 import contextlib
 import errno
+import fcntl
 import fnmatch
 import glob
 import json
@@ -18,11 +19,31 @@ from pathlib import Path, PurePosixPath
 from fashion.errors import FashionError
 
 
+def _locked(path: Path, blocking: bool = True) -> int | None:
+    """A descriptor of `path` holding an exclusive flock on it, or None if another process holds
+    one and `blocking` is false. The lock goes with the process, however it ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return None
+
+
 def _clear_leftovers(path: Path) -> None:
     # A process killed with SIGKILL cannot clean up; the next write of the same output does,
-    # first putting back a previous directory that the kill caught moved away.
+    # first putting back a previous directory that the kill caught moved away. A work directory
+    # still locked belongs to a run in progress (two hand runs to the same paths): left alone.
     for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         if stale.is_dir() and not stale.is_symlink():
+            try:
+                lock = _locked(stale, blocking=False)
+            except OSError:  # gone meanwhile
+                continue
+            if lock is None:
+                continue
+            os.close(lock)
             if _exists(stale / "old") and not _exists(path):
                 os.replace(stale / "old", path)
             shutil.rmtree(stale, ignore_errors=True)
@@ -81,6 +102,18 @@ def _refuse_to_replace_a_stranger(path: Path, holds: Holds) -> None:
                                    "directory's contents away first")
 
 
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an OSError raised in the block without a file name (a full disk, a file size limit:
+    the write fails, not the open) the name of the output `path`, so the message says which."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
 def _exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
@@ -95,6 +128,7 @@ class Outputs:
 
     def __init__(self):
         self._staged: list[tuple[Path, Path]] = []  # (destination, its hidden work directory)
+        self._locks: list[int] = []  # descriptors holding each work directory's flock
 
     def _work(self, path: Path) -> Path:
         target = _real(path)
@@ -104,11 +138,16 @@ class Outputs:
                 raise FashionError(f"{path} is given for two outputs, or one holds the other; "
                                    "give each output a path of its own")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _clear_leftovers(path)
-        # One hidden directory holds the new output and, during the swap, the previous one: an
-        # interrupt between two renames can then put the previous one back, and a single
-        # removal cleans up whatever happened.
-        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        parent = _locked(path.parent)  # no other run clears a work directory not yet locked
+        try:
+            _clear_leftovers(path)
+            # One hidden directory holds the new output and, during the swap, the previous one:
+            # an interrupt between two renames can then put the previous one back, and a single
+            # removal cleans up whatever happened.
+            work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+            self._locks.append(_locked(work))
+        finally:
+            os.close(parent)
         self._staged.append((path, work))
         return work / "new"
 
@@ -120,7 +159,8 @@ class Outputs:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         # open() honours the umask, unlike mkstemp: outputs are shared files, like any other
         # the user creates.
-        new.write_bytes(data)
+        with naming(path):
+            new.write_bytes(data)
 
     def directory(self, path: str | Path, holds: Holds = lambda relative: False) -> Path:
         """An empty directory to fill with the new content of the directory `path`. An existing
@@ -157,9 +197,24 @@ class Outputs:
             if swap.kept == "moved" or (swap.kept == "linked" and swap.new_in):
                 os.replace(swap.work / "old", swap.path)
 
+    @contextlib.contextmanager
+    def _parents_locked(self) -> Iterator[None]:
+        """Two runs writing the same outputs swap them one after the other, not interleaved (one
+        would find the output the other had just moved away). Locked in one order: no deadlock."""
+        parents = sorted({_real(path).parent for path, _ in self._staged})
+        locks = [_locked(parent) for parent in parents]
+        try:
+            yield
+        finally:
+            for fd in locks:
+                os.close(fd)
+
     def _remove_work(self) -> None:
         for _, work in self._staged:
             shutil.rmtree(work, ignore_errors=True)
+        for fd in self._locks:
+            os.close(fd)
+        self._locks.clear()
 
 
 @dataclass
@@ -238,7 +293,7 @@ def outputs() -> Iterator[Outputs]:
     except BaseException:
         staged._remove_work()
         raise
-    with _signals_held() as received:
+    with _signals_held() as received, staged._parents_locked():
         try:
             staged._replace_all()
             if received:

@@ -41,13 +41,17 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
         logdir = out or Path(tmp)
         # --out appears only once complete: an interrupted or failed gathering leaves nothing.
         with fileio.staged_dir(out) if out else contextlib.nullcontext(logdir) as staging:
-            labels, uncached = experiments.gather(repo.resolve(), staging)
+            labels, uncached, failed = experiments.gather(repo.resolve(), staging)
+            if not labels and failed:
+                raise FashionError("no experiment's logs could be copied: " + "; ".join(failed))
             if not labels and uncached:
                 raise FashionError("no experiment's TensorBoard logs are in the DVC cache: run "
                                    "`dvc pull` (a fresh clone), or `dvc repro`")
             if not labels:
                 raise FashionError("no experiment has TensorBoard logs yet: run `dvc exp run` "
                                    "first")
+        for reason in failed:
+            click.echo(f"Warning: left out, its logs could not be copied: {reason}", err=True)
         if uncached:
             click.echo("Warning: logs not in the DVC cache, left out (`dvc pull`, or `dvc exp pull "
                        "REMOTE NAME` for an experiment, brings them): " + ", ".join(uncached),

@@ -181,3 +181,42 @@ def test_gathering_without_serving_needs_somewhere_to_keep_the_logs(env):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Error: --no-serve needs --out" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_names_are_short_distinct_and_readable(tmp_path):
+    from fashion.experiments import NAME_BYTES, run_name
+
+    long_value = "x" * 300
+    labels = [f"exp-a (lr={long_value}1)", f"exp-a (lr={long_value}2)", "main (baseline)",
+              "a/b (seed=1)", "..", "é" * 200, "é" * 200 + "!"]
+    taken: set[str] = set()
+    names = []
+    for label in labels:
+        name = run_name(label, taken)
+        taken.add(name)
+        names.append(name)
+        (tmp_path / name).mkdir()  # a name the file system takes
+    assert len(set(names)) == len(labels)
+    assert all(len(name.encode()) <= NAME_BYTES for name in names)
+    assert names[0].startswith("exp-a (lr=xxxx") and names[2] == "main (baseline)"
+    assert names[3] == "a_b (seed=1)"
+    assert run_name("main (baseline)", {"main (baseline)"}) != "main (baseline)"
+
+
+def test_one_experiment_that_cannot_be_copied_is_left_out_with_a_warning(with_experiments, env,
+                                                                        tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(with_experiments, repo, symlinks=True)
+    # The listing of one experiment's logdir, damaged in the cache: DVC cannot read it.
+    lock = YAML(typ="safe").load(git(repo, "show", f"{experiments(repo, env)['slow']['rev']}:dvc.lock"))
+    [md5] = [out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == "runs/train"]
+    listing = repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    listing.chmod(0o644)
+    listing.write_text("[{not json")
+    done = gather_runs(repo, env, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Warning: left out, its logs could not be copied: slow (lr=0.01) (" in done.stderr \
+        or "Warning: logs not in the DVC cache, left out" in done.stderr, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        name for name in GATHERED if not name.startswith("slow")]

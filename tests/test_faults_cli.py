@@ -544,3 +544,65 @@ def test_ctrl_c_just_after_training_replaced_its_outputs_reports_success(work):
     assert process.returncode == 0, stderr
     assert "replaced none of its outputs" not in stderr, stderr
     assert all((work / path).exists() for path in TRAIN_OUTPUTS)
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+def file_size_limit(limit: int):
+    """A process's writes failing past `limit` bytes per file, as on a full disk (Python ignores
+    SIGXFSZ, so the write raises EFBIG, "File too large", without a file name, as ENOSPC does)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_write_that_fails_for_space_names_the_output_in_one_line(work):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/train.py")], cwd=work,
+                          env=clean_env(), capture_output=True, text=True, timeout=100,
+                          preexec_fn=file_size_limit(20_000))
+    assert_failed(done)
+    assert "Exception in thread" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "Error: File too large: runs/train"
+    assert_absent(work, TRAIN_OUTPUTS)
+    assert_no_leftovers(work)
+
+
+def test_a_file_output_that_fails_for_space_is_named(tmp_path):
+    write = "from fashion import fileio; fileio.write_bytes('metrics.json', b'x' * 5000)"
+    done = subprocess.run([sys.executable, "-c", write], cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=30, preexec_fn=file_size_limit(1000))
+    assert "OSError: [Errno 27] File too large: 'metrics.json'" in done.stderr, done.stderr
+    assert not (tmp_path / "metrics.json").exists()
+    assert_no_leftovers(tmp_path)
+
+
+EARLY_SIGNAL = """
+import os, signal
+import click
+from fashion import cli, fileio
+
+@click.command()
+@cli.stage_command
+def main():
+    with fileio.outputs() as out:
+        out.file("result.txt", b"new")
+        os.kill(os.getpid(), signal.SIGINT)  # before the replacement
+
+main()
+"""
+
+
+@pytest.mark.parametrize("under_dvc, message", [
+    (False, "Interrupted; this stage replaced none of its outputs.\n"),
+    (True, "Interrupted; this stage wrote none of its outputs, and DVC had removed the previous "
+           "ones before running it: `dvc checkout` brings them back.\n")], ids=["by-hand", "dvc"])
+def test_an_interrupt_says_what_became_of_the_previous_outputs(tmp_path, under_dvc, message):
+    env = clean_env(PYTHONPATH=str(ROOT))
+    env.pop("DVC_STAGE", None)
+    if under_dvc:
+        env["DVC_STAGE"] = "train"  # what DVC sets for a stage's command
+    done = subprocess.run([sys.executable, "-c", EARLY_SIGNAL], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 130 and done.stderr == message, done.stderr
+    assert not (tmp_path / "result.txt").exists()

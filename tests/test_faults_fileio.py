@@ -284,3 +284,17 @@ def test_an_empty_directory_or_one_of_the_writer_s_own_files_is_replaced(tmp_pat
         with fileio.staged_dir(tmp_path / path, EVENTS) as staging:
             (staging / "events").write_bytes(b"new run")
     assert snapshot(tmp_path) == {"empty/events": b"new run", "own/events": b"new run"}
+
+
+def test_two_runs_writing_the_same_outputs_at_once_both_succeed(tmp_path):
+    # A second run (here the same process: flock tells apart two opens of one directory) starts
+    # and finishes while the first is still staging: it must not clear the first's work as a
+    # killed run's leftovers.
+    with fileio.outputs() as first:
+        (first.directory(tmp_path / "runs/evaluate", EVENTS) / "events").write_bytes(b"first")
+        first.file(tmp_path / "metrics.json", b"first")
+        with fileio.outputs() as second:
+            (second.directory(tmp_path / "runs/evaluate", EVENTS) / "events").write_bytes(b"second")
+            second.file(tmp_path / "metrics.json", b"second")
+    assert snapshot(tmp_path) == {"runs/evaluate/events": b"first", "metrics.json": b"first"}
+    assert_no_leftovers(tmp_path)
