@@ -161,6 +161,17 @@ def test_a_bad_param_is_one_line_naming_the_key(work, change, message):
     assert_absent(work, TRAIN_OUTPUTS)
 
 
+@pytest.mark.timeout(30)
+def test_a_yaml_alias_bomb_in_params_is_one_line_at_once(work):
+    # Nine levels of nine aliases under lr: 9**8 values once expanded, never expanded here.
+    levels = ["&a0 [x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (work / "params.yaml").write_text(f"lr: [{', '.join(levels)}]\n")
+    done = stage("visualize", work)
+    assert_failed(done, "Error: params.yaml, line 1: YAML anchors and aliases (& and *) are not "
+                        "accepted")
+    one_line(done)
+
+
 def test_a_params_file_that_is_not_utf8_is_one_line(work):
     (work / "params.yaml").write_bytes("lr: 0.01\n".encode("utf-16"))  # a Windows editor's "Unicode"
     done = stage("train", work)
