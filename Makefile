@@ -1,9 +1,11 @@
 # Run `make` or `make help` for the list of targets.
 PYTHON ?= python3.11
 VENV ?= .venv
-HOST ?= 127.0.0.1
-PORT ?= 6006
-LOGDIR ?= runs
+# Plain `=`: an exported HOST (some shells and images set one) must not open TensorBoard to the
+# network; only `make tensorboard HOST=...` on the command line overrides these.
+HOST = 127.0.0.1
+PORT = 6006
+LOGDIR = runs
 # TensorBoard keeps 10 images per tag unless told otherwise, and a default run logs 15 figures.
 TENSORBOARD_FLAGS ?= --samples_per_plugin images=1000
 DOCKER ?= docker

@@ -2,7 +2,8 @@
 way failures reach the user.
 
 A FashionError or an OSError (a path that cannot be read or written) prints one line and exits 1;
-Ctrl-C exits 130 and SIGTERM 143, after the stage's staged outputs are cleaned up. FASHION_DEBUG=1
+Ctrl-C exits 130 and SIGTERM 143, after the stage's staged outputs are cleaned up, unless they
+came after every output had been replaced: then the stage exits 0 and says so. FASHION_DEBUG=1
 shows the traceback instead. Ctrl-C before the command starts, while the script imports torch,
 ends with one line too: see quiet_ctrl_c_while_starting.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from fashion import fileio
 from fashion.errors import FashionError
 
 
@@ -52,14 +54,47 @@ def quiet_ctrl_c_while_starting() -> None:
         signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 
-def stage_command(func):
-    """Wrap a click command's body so user-facing failures end in one line, not a traceback."""
+def _replaced_none(what: str) -> str:
+    if os.environ.get("DVC_STAGE"):  # set by DVC for the commands it runs
+        # DVC deletes a stage's outputs before running it: there is nothing left to keep.
+        return (f"{what}; this stage wrote none of its outputs, and DVC had removed the previous "
+                "ones before running it: `dvc checkout` brings them back.")
+    return f"{what}; this stage replaced none of its outputs."
+
+
+def _finished(signum, frame):
+    # Every output is already new and complete: nothing is left to stop or undo.
+    what = "Interrupted" if signum == signal.SIGINT else "Terminated"
+    sys.stderr.write(f"{what} after this stage had replaced all its outputs; they are new and "
+                     "complete.\n")
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
+
+
+def _ignore_interrupts_once_outputs_are_replaced() -> None:
+    for signum in fileio.INTERRUPTS:
+        signal.signal(signum, _finished)
+
+
+def stage_command(func=None, *, ends_with_outputs: bool = True):
+    """Wrap a click command's body so user-facing failures end in one line, not a traceback.
+
+    A stage's work ends when its outputs are replaced (`ends_with_outputs`): a Ctrl-C or SIGTERM
+    after that moment ends it at once with success and says so, instead of reporting outputs that
+    are in fact new as untouched. A command that goes on working after writing (a server) passes
+    ends_with_outputs=False.
+    """
+    if func is None:
+        return functools.partial(stage_command, ends_with_outputs=ends_with_outputs)
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         signal.signal(signal.SIGTERM, _terminate)
         if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # cleanup needs the exception
+        if ends_with_outputs:
+            fileio.after_outputs = _ignore_interrupts_once_outputs_are_replaced
         try:
             if not switch("FASHION_DEBUG", default=False):
                 return func(*args, **kwargs)
@@ -69,10 +104,10 @@ def stage_command(func):
             where = f": {exc.filename}" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
         except KeyboardInterrupt:
-            click.echo("Interrupted; this stage replaced none of its outputs.", err=True)
+            click.echo(_replaced_none("Interrupted"), err=True)
             sys.exit(130)
         except Terminated:
-            click.echo("Terminated; this stage replaced none of its outputs.", err=True)
+            click.echo(_replaced_none("Terminated"), err=True)
             sys.exit(143)
         return func(*args, **kwargs)  # FASHION_DEBUG=1: failures show their traceback
 

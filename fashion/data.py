@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fashion import dvccache
 from fashion.errors import DataError
 
 # torch is imported inside the functions that call it: the fetch stage needs only the names
@@ -94,6 +95,9 @@ def read_verified(data_dir: Path, name: str) -> bytes:
     except FileNotFoundError:
         raise DataError(f"{path} is missing: run `dvc repro --force fetch`") from None
     if sha256(data) != expected:
+        damaged = dvccache.damaged_copy(path, data)
+        if damaged:
+            raise DataError(damaged)
         raise DataError(f"{path} does not match its checksum in {MANIFEST} (changed or truncated "
                         "since it was fetched): run `dvc checkout` or `dvc repro --force fetch`")
     return data

@@ -6,13 +6,14 @@ import click
 import torch
 import torch.nn.functional as F
 
-from fashion import data, determinism, fileio, model, provenance
+from fashion import data, determinism, dvccache, fileio, model, provenance
 from fashion.errors import FashionError, memory_errors_explained
 from fashion.tensorboard_writer import run_writer
 
 PARAMS = ("device",)
 CHUNK = 1000         # test images per forward pass: bounds memory, and fixes the kernels' shapes
 CURVE_POINTS = 200   # most points per class in the DVC PR-curve files
+PR_FILES = fileio.matching(*(f"{slug}.csv" for slug in data.CLASS_SLUGS))  # --pr-dir's files
 
 
 @torch.no_grad()
@@ -85,6 +86,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         provenance_path: Path, confusion_path: Path, pr_dir: Path, logdir: Path) -> dict:
     device = determinism.configure(params["device"])
     images, labels = data.load_split(data_dir, "test")
+    dvccache.refuse_a_damaged_copy(model_path)  # a change inside the weights loads fine
     net = model.load(model_path)
     with memory_errors_explained(device):
         logits = predict(net.to(device), data.normalize(images).to(device))
@@ -107,7 +109,7 @@ def run(*, params: dict, data_dir: Path, model_path: Path, metrics_path: Path,
         out.file(confusion_path, ("actual,predicted\n" + "".join(
             f"{data.CLASSES[a]},{data.CLASSES[p]}\n"
             for a, p in zip(labels.tolist(), predicted.tolist()))).encode())
-        pr = out.directory(pr_dir)
+        pr = out.directory(pr_dir, PR_FILES)
         for slug, (precision, recall, threshold) in zip(data.CLASS_SLUGS, curves):
             rows = _thin(list(zip(threshold.tolist(), precision.tolist(), recall.tolist())),
                          CURVE_POINTS)

@@ -5,6 +5,7 @@ the cache without checking anything out, so the user's workspace stays as it is.
 """
 
 import contextlib
+import hashlib
 import json
 import shutil
 import subprocess
@@ -15,6 +16,22 @@ from pathlib import Path
 from fashion.errors import FashionError
 
 LOGDIRS = ("runs/visualize", "runs/train", "runs/evaluate")
+NAME_BYTES = 120  # a run's directory name at most: file systems allow 255 bytes, and it is read
+
+
+def run_name(label: str, taken: set[str]) -> str:
+    """A directory name for the TensorBoard run `label`: the label itself where it can be, else
+    its start and a hash of the whole, so that names stay short, readable and distinct."""
+    name = "".join("_" if c == "/" or not c.isprintable() else c for c in label)
+    if len(name.encode()) <= NAME_BYTES and name not in taken and name not in (".", ".."):
+        return name
+    digest = hashlib.sha256(label.encode()).hexdigest()
+    for length in range(8, len(digest) + 1):
+        suffix = f"... {digest[:length]}"
+        start = name.encode()[:NAME_BYTES - len(suffix)].decode(errors="ignore").rstrip()
+        if start + suffix not in taken:
+            return start + suffix
+    raise AssertionError("two labels with one SHA-256")
 
 
 @dataclass(frozen=True)
@@ -121,13 +138,15 @@ def files_at(repo: Path, rev: str):
             raise NotCached(str(exc)) from exc
 
 
-def gather(repo: Path, out: Path) -> tuple[list[str], list[str]]:
-    """Copy each experiment's runs/<stage> into out/<label>/<stage>. Return the labels copied and
-    those of experiments whose logs are not in the local DVC cache (a fresh clone, `dvc gc`)."""
+def gather(repo: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
+    """Copy each experiment's runs/<stage> into out/<run name>/<stage>. Return the run names
+    copied, the labels of experiments whose logs are not in the local DVC cache (a fresh clone,
+    `dvc gc`), and for each experiment that could not be copied, its label and why: one bad
+    experiment is left out, never the whole view."""
     out.mkdir(parents=True, exist_ok=True)
-    copied, uncached = [], []
+    copied, uncached, failed = [], [], []
     for experiment in list_experiments(repo):
-        target = out / experiment.label.replace("/", "_")
+        target = out / run_name(experiment.label, set(copied))
         try:
             with files_at(repo, experiment.rev) as fs:
                 present = [logdir for logdir in LOGDIRS if fs.exists(logdir)]  # from dvc.lock
@@ -139,5 +158,9 @@ def gather(repo: Path, out: Path) -> tuple[list[str], list[str]]:
             shutil.rmtree(target, ignore_errors=True)
             uncached.append(experiment.label)
             continue
+        except Exception as exc:  # whatever DVC or the file system raises for this one
+            shutil.rmtree(target, ignore_errors=True)
+            failed.append(f"{experiment.label} ({' '.join(str(exc).split()) or type(exc).__name__})")
+            continue
         copied.append(target.name)
-    return copied, uncached
+    return copied, uncached, failed

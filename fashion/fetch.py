@@ -5,7 +5,9 @@ is decompressed and its content checked against a SHA-256 before anything is wri
 directory appears only when all four are verified, with a SHA256SUMS manifest beside them.
 """
 
+import base64
 import http.client
+import re
 import socket
 import sys
 import time
@@ -14,7 +16,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import click
@@ -30,19 +32,39 @@ DEFAULT_MIRRORS = (
 MAX_BYTES = 512 * 2**20  # per file, compressed and decompressed: the largest is 47 MB
 CHUNK = 2**20
 BACKOFF = 0.5  # seconds before the first retry of a source; doubled for each further one
+# Seconds one file may take from one source, retries included: the largest file (26 MB
+# compressed) in 10 minutes is 44 kB/s. A source slower than that (a server dripping bytes,
+# an endless stream) is given up for the next one.
+DEADLINE = 600.0
 SOURCES_HINT = ("FASHION_MNIST_MIRROR (or --mirror) takes comma-separated http(s):// URLs, "
                 "file:// URLs or directories")
 LOCAL_COPY = ("a directory or URL holding the four .gz files, for example "
               "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
 
 
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the user name and password of any URL in it replaced by ***."""
+    return _USERINFO.sub("***@", text)
+
+
 @dataclass(frozen=True)
 class Source:
-    location: str  # a URL ending in '/' or a directory
+    location: str  # a URL ending in '/', without user name and password, or a directory
     is_url: bool
+    authorization: str | None = None  # an HTTP Basic Authorization header from the URL's userinfo
+    shown: str = ""  # the URL as messages show it, its userinfo replaced by ***
+
+    def url(self, filename: str) -> str:
+        return self.location + filename
 
     def name(self, filename: str) -> str:
-        return self.location + filename if self.is_url else str(Path(self.location) / filename)
+        """The file as messages name it: never with a password."""
+        if self.is_url:
+            return (self.shown or self.location) + filename
+        return str(Path(self.location) / filename)
 
 
 def parse_sources(text: str | None) -> list[Source]:
@@ -56,14 +78,24 @@ def parse_sources(text: str | None) -> list[Source]:
             parts = urlsplit(item)
             parts.port  # raises ValueError for a port that is not a number from 0 to 65535
         except ValueError as exc:
-            raise FetchError(f"mirror {item!r} is not a valid URL ({exc}); {SOURCES_HINT}") from None
+            raise FetchError(redact(f"mirror {item!r} is not a valid URL ({exc}); "
+                                    f"{SOURCES_HINT}")) from None
         scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
             if not parts.hostname:
-                raise FetchError(f"mirror {item!r} names no host; {SOURCES_HINT}")
+                raise FetchError(redact(f"mirror {item!r} names no host; {SOURCES_HINT}"))
             # A space or a non-ASCII letter in the path is sent percent-encoded, as a browser would.
             path = quote(parts.path.rstrip("/") + "/", safe="/%:@!$&'()*+,;=~")
-            sources.append(Source(urlunsplit(parts._replace(path=path)), True))
+            # user:password@ goes into a header urllib sends to this host only, never a message.
+            userinfo, _, host = parts.netloc.rpartition("@")
+            authorization = None
+            if userinfo:
+                user, _, password = userinfo.partition(":")
+                credentials = f"{unquote(user)}:{unquote(password)}".encode()
+                authorization = "Basic " + base64.b64encode(credentials).decode()
+            location = urlunsplit(parts._replace(netloc=host, path=path))
+            shown = urlunsplit(parts._replace(netloc=f"***@{host}" if userinfo else host, path=path))
+            sources.append(Source(location, True, authorization, shown))
         elif scheme == "file":
             # file://usr/share/... (two slashes) parses as host "usr": refuse it rather than
             # look in /share/...
@@ -72,7 +104,7 @@ def parse_sources(text: str | None) -> list[Source]:
                                  "takes an absolute path after three slashes: file:///path")
             sources.append(Source(url2pathname(parts.path), False))
         elif "://" in item:
-            raise FetchError(f"mirror {item!r} is not supported; {SOURCES_HINT}")
+            raise FetchError(redact(f"mirror {item!r} is not supported; {SOURCES_HINT}"))
         else:
             sources.append(Source(item, False))
     return sources
@@ -101,6 +133,10 @@ class _Unreachable(_Rejected):
     of them the same timeouts again."""
 
 
+class _TooSlow(_Unreachable):
+    """Past the deadline: the source is not retried, and is skipped for the remaining files."""
+
+
 class _Transient(Exception):
     """A failure worth retrying on the same source."""
 
@@ -108,26 +144,35 @@ class _Transient(Exception):
 class _NoOddRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in ("http", "https"):
-            raise _Rejected(f"redirected to {newurl}, which is not http(s)")
+            raise _Rejected(redact(f"redirected to {newurl}, which is not http(s)"))
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 _opener = urllib.request.build_opener(_NoOddRedirects)
 
 
-def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
+def _http_get(source: Source, filename: str, timeout: float, max_bytes: int,
+              deadline: "_Deadline") -> bytes:
+    url = source.url(filename)
+    request = urllib.request.Request(url, headers={"User-Agent": "fashion-fetch"})
+    if source.authorization:
+        # Unredirected: a redirect to another host does not get the credentials.
+        request.add_unredirected_header("Authorization", source.authorization)
     try:
-        response = _opener.open(urllib.request.Request(url, headers={"User-Agent": "fashion-fetch"}),
-                                timeout=timeout)
+        response = _opener.open(request, timeout=timeout)
     except ValueError as exc:  # a URL http.client cannot send; UnicodeError for a non-ASCII host
-        raise _Rejected(f"not a URL that can be requested ({exc})") from None
+        raise _Rejected(redact(f"not a URL that can be requested ({exc})")) from None
     except urllib.error.HTTPError as exc:
         if exc.code >= 500 or exc.code == 429:
             raise _Transient(f"HTTP {exc.code}") from None
         raise _Rejected(f"HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise _Transient(f"{'timed out' if isinstance(reason, TimeoutError) else reason}") from None
+        if isinstance(reason, socket.gaierror):  # the resolver's words alone name no host
+            raise _Transient(f"the host name {urlsplit(url).hostname} could not be resolved "
+                             f"({reason.strerror})") from None
+        raise _Transient(redact(f"{'timed out' if isinstance(reason, TimeoutError) else reason}")) \
+            from None
     with response:
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -139,8 +184,9 @@ def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
             while True:
                 try:
                     # Never ask for more than one byte past the limit: an endless stream is cut
-                    # off at the limit, not a chunk later.
-                    chunk = response.read(min(CHUNK, max_bytes + 1 - received))
+                    # off at the limit, not a chunk later. read1 returns what one read of the
+                    # socket brings, so that a trickle cannot hold it past the deadline.
+                    chunk = response.read1(min(CHUNK, max_bytes + 1 - received))
                 except (TimeoutError, socket.timeout):
                     raise _Transient("timed out while downloading") from None
                 except (http.client.HTTPException, OSError) as exc:
@@ -152,12 +198,31 @@ def _http_get(url: str, timeout: float, max_bytes: int) -> bytes:
                     raise _Rejected(f"sent more than the limit of {max_bytes} bytes; cut off")
                 chunks.append(chunk)
                 bar.update(len(chunk))
+                deadline.check(received)
         if total and received != total:
             raise _Transient(f"download broke off after {received} of {total} bytes")
         return b"".join(chunks)
 
 
-def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes: int) -> bytes:
+@dataclass
+class _Deadline:
+    """The time one file may take from one source, checked after each read (a read can add up to
+    --timeout to it)."""
+    seconds: float
+    start: float = 0.0
+
+    def __post_init__(self):
+        self.start = time.monotonic()
+
+    def check(self, received: int = 0) -> None:
+        elapsed = time.monotonic() - self.start
+        if elapsed > self.seconds:
+            raise _TooSlow(f"too slow: {received} bytes in {elapsed:.0f} s, past the deadline of "
+                           f"{self.seconds:g} s per file (--deadline)")
+
+
+def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes: int,
+          deadline_s: float = DEADLINE) -> bytes:
     if not source.is_url:
         path = Path(source.location) / filename
         try:
@@ -168,9 +233,10 @@ def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes
             return path.read_bytes()
         except OSError as exc:  # unreadable here; another source may do
             raise _Rejected(exc.strerror or str(exc)) from None
+    deadline = _Deadline(deadline_s)
     for attempt in range(retries + 1):
         try:
-            return _http_get(source.name(filename), timeout, max_bytes)
+            return _http_get(source, filename, timeout, max_bytes, deadline)
         except _Transient as exc:
             if attempt == retries:
                 tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
@@ -178,6 +244,7 @@ def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes
             delay = BACKOFF * 2**attempt
             click.echo(f"{source.name(filename)}: {exc}; retrying in {delay:g} s", err=True)
             time.sleep(delay)
+            deadline.check()
     raise AssertionError("unreachable")
 
 
@@ -205,7 +272,7 @@ def _gunzip(raw: bytes, max_bytes: int) -> bytes:
 
 
 def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float, retries: int,
-               max_bytes: int, unreachable: dict[Source, str]) -> bytes:
+               max_bytes: int, unreachable: dict[Source, str], deadline: float = DEADLINE) -> bytes:
     """The verified content of one file from the first source that has it intact.
 
     `unreachable` maps sources that used up their retries to why; it is updated, and those
@@ -219,7 +286,8 @@ def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float,
                             f"({unreachable[source]})")
             continue
         try:
-            content = _gunzip(_read(source, name + ".gz", timeout, retries, max_bytes), max_bytes)
+            content = _gunzip(_read(source, name + ".gz", timeout, retries, max_bytes, deadline),
+                             max_bytes)
             if data.sha256(content) != digest:
                 raise _Rejected(f"content has SHA-256 {data.sha256(content)[:16]}..., "
                                 f"expected {digest[:16]}...")
@@ -239,15 +307,15 @@ def fetch_file(name: str, digest: str, sources: list[Source], *, timeout: float,
 
 
 def run(*, dest: Path, mirror: str | None, checksums: str | None, timeout: float, retries: int,
-        max_bytes: int = MAX_BYTES) -> None:
+        max_bytes: int = MAX_BYTES, deadline: float = DEADLINE) -> None:
     """The fetch stage: verify all four files, then move them into `dest` together."""
     sources = parse_sources(mirror)
     expected = expected_checksums(checksums)
     unreachable: dict[Source, str] = {}
-    with fileio.staged_dir(dest) as staging:
+    with fileio.staged_dir(dest, fileio.matching(*data.FILES, data.MANIFEST)) as staging:
         for name in data.FILES:
             content = fetch_file(name, expected[name], sources, timeout=timeout, retries=retries,
-                                 max_bytes=max_bytes, unreachable=unreachable)
+                                 max_bytes=max_bytes, unreachable=unreachable, deadline=deadline)
             (staging / name).write_bytes(content)
         (staging / data.MANIFEST).write_text(data.format_checksums({n: expected[n] for n in data.FILES}))
     click.echo(f"fetched and verified {len(data.FILES)} files into {dest}", err=True)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 
 from fashion.errors import ParamsError
 
@@ -69,6 +70,31 @@ def epilog(keys: tuple[str, ...]) -> str:
     return "\b\nReads these keys of the params file:\n" + "\n".join(rows)  # \b: click keeps the lines
 
 
+def _shown(value: Any) -> str:
+    """A value as the error shows it: whole up to a line's worth, else its start."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+
+
+def _refuse_structure(yaml: YAML, text: str, source: str) -> None:
+    """Refuse anchors, aliases and nested collections from the parser's events, before any value
+    is built: nested aliases expand exponentially, and deep nesting overflows the composer's
+    recursion. Params are a flat mapping of single values, which needs neither."""
+    depth = 0
+    for event in yaml.parse(text):
+        line = f"{source}, line {event.start_mark.line + 1}"
+        if isinstance(event, AliasEvent) or getattr(event, "anchor", None):
+            raise ParamsError(f"{line}: YAML anchors and aliases (& and *) are not accepted; "
+                              "params are flat `key: value` lines, so write each value out")
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+            if depth > 2:  # a list or mapping as a value is left to validate's message
+                raise ParamsError(f"{line}: a list or mapping nested in a value; params are flat "
+                                  "`key: value` lines of single values")
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
 def _typed(key: str, value: Any) -> Any:
     kind = RULES[key].kind
     # YAML booleans are ints to Python; a float-valued key accepts an integer such as `lr: 1`.
@@ -94,11 +120,12 @@ def validate(values: Any, source: str = "params.yaml") -> dict[str, Any]:
             near = [SYNONYMS[key]] if key in SYNONYMS else difflib.get_close_matches(
                 str(key), RULES, n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            raise ParamsError(f"{source}: unknown key '{key}'; {hint}known keys: {', '.join(RULES)}")
+            raise ParamsError(f"{source}: unknown key {_shown(key)}; {hint}known keys: "
+                              f"{', '.join(RULES)}")
         rule = RULES[key]
         typed = _typed(key, value)
         if typed is None or not rule.check(typed):
-            raise ParamsError(f"{source}: {key} must be {rule.allowed}, got {value!r}")
+            raise ParamsError(f"{source}: {key} must be {rule.allowed}, got {_shown(value)}")
         checked[key] = typed
     return checked
 
@@ -113,7 +140,9 @@ def load(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
     path = Path(path)
     try:
         # ruamel.yaml is the parser DVC uses, so `lr: 1e-3` is a float to both (PyYAML reads a string).
-        values = YAML(typ="safe", pure=True).load(path.read_text())
+        yaml, text = YAML(typ="safe", pure=True), path.read_text()
+        _refuse_structure(yaml, text, str(path))
+        values = yaml.load(text)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the repository root or pass --params") from None
     except UnicodeDecodeError as exc:

@@ -14,6 +14,7 @@ destination and moved into place only when the stage succeeds.
 import contextlib
 import hashlib
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +22,19 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.graph_pb2 import GraphDef
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch.utils.tensorboard import SummaryWriter
 
 from fashion import fileio
 
 EVENT_FILE_PREFIX = "events.out.tfevents.0000000000.fashion."  # then 16 hex digits of SHA-256
+# What a stage's logdir holds: canonical event files, and the embedding projector's files
+# (<step>/<tag>/... and its config). Only a directory of these is replaced by a new logdir.
+LOGDIR_FILES = fileio.matching(f"{EVENT_FILE_PREFIX}*", f"*/{EVENT_FILE_PREFIX}*",
+                               "projector_config.pbtxt", "[0-9][0-9][0-9][0-9][0-9]/*/metadata.tsv",
+                               "[0-9][0-9][0-9][0-9][0-9]/*/sprite.png",
+                               "[0-9][0-9][0-9][0-9][0-9]/*/tensors.tsv")
 
 
 def canonicalize(logdir: Path) -> None:
@@ -56,17 +64,35 @@ def canonicalize(logdir: Path) -> None:
 
 
 @contextlib.contextmanager
+def _writer_thread_errors_left_to_the_stage() -> Iterator[None]:
+    """Keep the traceback of a failed write (a full disk) in the writer's thread off the screen:
+    the writer raises the same error again in the stage's thread, which reports it in one line."""
+    previous = threading.excepthook
+
+    def hook(args):
+        if not isinstance(args.thread, _AsyncWriterThread):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
+@contextlib.contextmanager
 def run_writer(logdir: str | Path, outputs: fileio.Outputs | None = None) -> Iterator[SummaryWriter]:
     """A SummaryWriter for one stage's logdir, which replaces `logdir` only on success: together
     with the stage's other `outputs` where given."""
     with contextlib.nullcontext(outputs) if outputs else fileio.outputs() as staged:
-        staging = staged.directory(logdir)
-        writer = SummaryWriter(str(staging))
-        try:
-            yield writer
-        finally:
-            writer.close()
-        canonicalize(staging)
+        staging = staged.directory(logdir, LOGDIR_FILES)
+        with fileio.naming(logdir), _writer_thread_errors_left_to_the_stage():
+            writer = SummaryWriter(str(staging))
+            try:
+                yield writer
+            finally:
+                writer.close()
+            canonicalize(staging)
 
 
 def add_serialized_summary(writer: SummaryWriter, summary: bytes, step: int) -> None:

@@ -24,13 +24,18 @@ from fashion import cli, fetch
               help="Seconds to wait for a connection or the next bytes.")
 @click.option("--retries", default=2, show_default=True, type=click.IntRange(min=0),
               help="Retries per source after a connection failure, with backoff.")
+@click.option("--deadline", envvar="FASHION_MNIST_DEADLINE", show_envvar=True,
+              default=fetch.DEADLINE, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds one file may take from one source, retries included; a slower source "
+                   "is given up for the next.")
 @click.option("--max-bytes", default=fetch.MAX_BYTES, show_default=True, type=click.IntRange(min=1),
               help="Refuse a file larger than this, compressed or not.")
 @cli.stage_command
-def main(out, mirror, checksums, timeout, retries, max_bytes):
+def main(out, mirror, checksums, timeout, retries, deadline, max_bytes):
     """Download the four Fashion-MNIST files, verify their content and write them to OUT."""
     fetch.run(dest=out, mirror=mirror, checksums=checksums, timeout=timeout, retries=retries,
-              max_bytes=max_bytes)
+              max_bytes=max_bytes, deadline=deadline)
 
 
 if __name__ == "__main__":

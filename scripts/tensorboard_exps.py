@@ -24,7 +24,7 @@ from fashion.errors import FashionError
 @click.option("--port", default=6006, show_default=True, type=int)
 @click.option("--no-serve", is_flag=True, help="Only gather the logs into --out.")
 @click.argument("tensorboard_args", nargs=-1, type=click.UNPROCESSED)
-@cli.stage_command
+@cli.stage_command(ends_with_outputs=False)  # Ctrl-C after gathering stops the server
 def main(repo, out, host, port, no_serve, tensorboard_args):
     """Copy runs/ of the baseline commit and of every finished experiment that `dvc exp show` lists
     from the DVC cache into one logdir, a TensorBoard run per experiment named by its name and the
@@ -41,13 +41,17 @@ def main(repo, out, host, port, no_serve, tensorboard_args):
         logdir = out or Path(tmp)
         # --out appears only once complete: an interrupted or failed gathering leaves nothing.
         with fileio.staged_dir(out) if out else contextlib.nullcontext(logdir) as staging:
-            labels, uncached = experiments.gather(repo.resolve(), staging)
+            labels, uncached, failed = experiments.gather(repo.resolve(), staging)
+            if not labels and failed:
+                raise FashionError("no experiment's logs could be copied: " + "; ".join(failed))
             if not labels and uncached:
                 raise FashionError("no experiment's TensorBoard logs are in the DVC cache: run "
                                    "`dvc pull` (a fresh clone), or `dvc repro`")
             if not labels:
                 raise FashionError("no experiment has TensorBoard logs yet: run `dvc exp run` "
                                    "first")
+        for reason in failed:
+            click.echo(f"Warning: left out, its logs could not be copied: {reason}", err=True)
         if uncached:
             click.echo("Warning: logs not in the DVC cache, left out (`dvc pull`, or `dvc exp pull "
                        "REMOTE NAME` for an experiment, brings them): " + ", ".join(uncached),

@@ -176,6 +176,20 @@ def stalled(handler, body):
     handler.server.mirror.stopping.wait(30)
 
 
+def dripping(handler, body):
+    """Headers declaring the whole body, then one byte every 0.2 s: never silent long enough
+    for a read to time out, and never done."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    for byte in body:
+        handler.wfile.write(bytes([byte]))
+        handler.wfile.flush()
+        handler.server.mirror.sent += 1
+        if handler.server.mirror.stopping.wait(0.2):
+            return
+
+
 def status(code: int) -> Fault:
     def fault(handler, body):
         handler.send_error(code)

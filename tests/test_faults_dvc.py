@@ -109,3 +109,41 @@ def test_the_documented_recipe_returns_to_the_commit_after_a_refused_experiment(
     assert {name: (repo / name).read_bytes() for name in committed} == committed
     assert git(repo, "status", "--porcelain") == ""
     assert json.loads(dvc(repo, env, "status", "--json").stdout) == {}
+
+
+@pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
+                         ids=["model", "data"])
+def test_a_damaged_cache_copy_is_named_and_the_advice_given_repairs_it(tmp_path, env, damaged):
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    good = (repo / damaged).read_bytes()
+    # A byte changed on disk in the cache copy (a bad sector, a stray write), near the end: in
+    # the model, inside a tensor, so that the file still loads.
+    lock = YAML(typ="safe").load((repo / "dvc.lock").read_text())
+    digest = hashlib.md5(good).hexdigest()
+    assert any(digest == out["md5"] or out["md5"].endswith(".dir")
+               for stage in lock["stages"].values() for out in stage.get("outs", []))
+    cache = repo / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
+    cache.chmod(0o644)
+    content = bytearray(cache.read_bytes())
+    content[-200] ^= 0xFF
+    cache.write_bytes(bytes(content))
+    # What the user did first: `dvc checkout` brings the damaged copy back, and says nothing.
+    run(["rm", "-rf", damaged], repo)
+    dvc(repo, env, "checkout")
+    assert (repo / damaged).read_bytes() == bytes(content)
+
+    done = run([env["PATH"].split(":")[0] + "/python", "scripts/evaluate.py"], repo, env, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    message = done.stderr.strip()
+    assert message.startswith(f"Error: {damaged} comes from a damaged DVC cache copy"), message
+    # The advice, followed to the letter.
+    commands = re.findall(r"`([^`]+)`", message)
+    remove, rebuild = commands[1], commands[2]
+    assert remove.startswith("rm -f ") and rebuild.startswith("dvc repro --force --single-item ")
+    run(remove.split(), repo)
+    dvc(repo, env, *rebuild.split()[1:])
+    assert (repo / damaged).read_bytes() == good
+    run([env["PATH"].split(":")[0] + "/python", "scripts/evaluate.py"], repo, env)
+    assert_cache_intact(repo)

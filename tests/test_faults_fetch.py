@@ -336,3 +336,70 @@ def test_a_missing_or_binary_checksum_file_is_one_line(tmp_path, dataset):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "data").exists()
 
+
+
+# --- credentials in a mirror URL ----------------------------------------------------------------
+
+def needs_basic_auth(user: str, password: str) -> fs.Fault:
+    import base64
+
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+    def fault(handler, body):
+        if handler.headers.get("Authorization") != expected:
+            fs.send(handler, b"", status=401)
+        else:
+            fs.send(handler, body)
+    return fault
+
+
+def test_credentials_in_a_mirror_url_are_sent_and_never_printed(tmp_path, dataset):
+    mirror, checksums = dataset
+    dead = fs.closed_port_url().replace("http://", "http://reader:s3cret%21@")
+    with fs.Mirror(mirror, {"*": needs_basic_auth("reader", "s3cret!")}) as private:
+        url = private.url.replace("http://", "http://reader:s3cret%21@")
+        done = fetch(tmp_path, checksums, dead, url)
+    assert_fetched(done, tmp_path, checksums)
+    assert "s3cret" not in done.stderr and "reader" not in done.stderr, done.stderr
+    assert f"http://***@127.0.0.1:{dead.split(':')[-1].split('/')[0]}/data/" in done.stderr
+
+
+def test_an_unresolvable_host_is_named_and_its_password_is_not(tmp_path, dataset):
+    _, checksums = dataset
+    done = fetch(tmp_path, checksums, "http://reader:s3cret@no-such-host.invalid/data/",
+                 args=["--retries", "0"])
+    assert_failed(done, "http://***@no-such-host.invalid/data/",
+                  "the host name no-such-host.invalid could not be resolved")
+    assert "s3cret" not in done.stderr and "reader" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("source", ["ftp://reader:s3cret@example.com/", "http://reader:s3cret@[::1/"])
+def test_a_refused_mirror_is_shown_without_its_password(tmp_path, dataset, source):
+    _, checksums = dataset
+    done = fetch(tmp_path, checksums, source)
+    assert_failed(done, "Error: mirror '")
+    assert "s3cret" not in done.stderr and "***@" in done.stderr, done.stderr
+
+
+# --- a source too slow overall ------------------------------------------------------------------
+
+def test_a_dripping_mirror_is_given_up_at_the_deadline_for_the_next(tmp_path, dataset, good):
+    _, checksums = dataset
+    mirror, _ = dataset
+    with fs.Mirror(mirror, {"*": fs.dripping}) as slow:
+        start = time.monotonic()
+        done = fetch(tmp_path, checksums, slow.url, good.url, args=["--deadline", "2"])
+        elapsed = time.monotonic() - start
+        requests = slow.names()
+    assert_fetched(done, tmp_path, checksums)
+    assert f"{slow.url}{data.FILES[0]}.gz: too slow: " in done.stderr
+    assert "past the deadline of 2 s per file (--deadline); trying the next source" in done.stderr
+    assert requests == [f"{data.FILES[0]}.gz"]  # not retried, and skipped for the other files
+    assert elapsed < 2 + 0.5 + 10  # the deadline, a read's --timeout, and the good downloads
+
+
+def test_the_deadline_can_be_set_in_the_environment(tmp_path, dataset):
+    mirror, checksums = dataset
+    with fs.Mirror(mirror, {"*": fs.dripping}) as slow:
+        done = fetch(tmp_path, checksums, slow.url, env=clean_env(FASHION_MNIST_DEADLINE="1"))
+    assert_failed(done, "past the deadline of 1 s per file")

@@ -16,6 +16,8 @@ from fashion import fileio
 from fashion.errors import FashionError
 from tests.faults import assert_no_leftovers, snapshot
 
+EVENTS = fileio.matching("*events")  # what the logdirs of these tests hold
+
 
 def before_renames(monkeypatch, action) -> None:
     """Call action(n) before the n-th os.replace in fileio (from 1); if it raises, no rename."""
@@ -45,7 +47,7 @@ def test_an_interrupted_directory_swap_keeps_the_previous_output(tmp_path, monke
     before = snapshot(tmp_path)
     interrupt_rename(monkeypatch, on_call)
     with pytest.raises(KeyboardInterrupt):
-        with fileio.staged_dir(logdir) as staging:
+        with fileio.staged_dir(logdir, EVENTS) as staging:
             (staging / "events").write_bytes(b"new run")
     assert snapshot(tmp_path) == before
     assert_no_leftovers(tmp_path)
@@ -73,7 +75,7 @@ def test_an_interrupted_file_write_keeps_the_previous_file(tmp_path, monkeypatch
 def stage_two_outputs(tmp_path, fail: bool = False) -> None:
     with fileio.outputs() as staged:
         staged.file(tmp_path / "models/model.pt", b"new weights")
-        (staged.directory(tmp_path / "runs/train") / "events").write_bytes(b"new run")
+        (staged.directory(tmp_path / "runs/train", EVENTS) / "events").write_bytes(b"new run")
         if fail:
             raise RuntimeError("the stage failed after staging its outputs")
         staged.file(tmp_path / "metrics.json", b"{}")
@@ -248,3 +250,51 @@ def test_a_symlink_to_the_working_directory_is_replaced_not_followed(tmp_path, m
         (staging / "events").write_bytes(b"new run")
     assert not (tmp_path / "logs").is_symlink()
     assert (tmp_path / "logs/events").read_bytes() == b"new run"
+
+
+@pytest.mark.parametrize("foreign", ["thesis.tex", "sub/.bashrc", "runs/notes.txt"])
+def test_a_directory_holding_files_the_writer_does_not_write_is_refused_untouched(tmp_path, foreign):
+    logdir = tmp_path / "logs"
+    (logdir / foreign).parent.mkdir(parents=True, exist_ok=True)
+    (logdir / foreign).write_bytes(b"someone's work")
+    (logdir / "events").write_bytes(b"a previous run")
+    before = snapshot(tmp_path)
+    with pytest.raises(FashionError, match=rf"^refusing to replace {logdir}: it holds {foreign}, "
+                                           "which this stage does not write; choose another path"):
+        with fileio.staged_dir(logdir, EVENTS) as staging:
+            (staging / "events").write_bytes(b"new run")
+    assert snapshot(tmp_path) == before
+    assert_no_leftovers(tmp_path)
+
+
+def test_a_file_where_a_directory_output_goes_is_refused_untouched(tmp_path):
+    (tmp_path / ".bashrc").write_bytes(b"alias ll='ls -l'")
+    with pytest.raises(FashionError, match="refusing to replace .*: it is a file"):
+        with fileio.staged_dir(tmp_path / ".bashrc", EVENTS):
+            pass
+    assert snapshot(tmp_path) == {".bashrc": b"alias ll='ls -l'"}
+    assert_no_leftovers(tmp_path)
+
+
+def test_an_empty_directory_or_one_of_the_writer_s_own_files_is_replaced(tmp_path):
+    (tmp_path / "empty/sub").mkdir(parents=True)
+    (tmp_path / "own/sub").mkdir(parents=True)
+    (tmp_path / "own/sub/old-events").write_bytes(b"previous run")
+    for path in ("empty", "own"):
+        with fileio.staged_dir(tmp_path / path, EVENTS) as staging:
+            (staging / "events").write_bytes(b"new run")
+    assert snapshot(tmp_path) == {"empty/events": b"new run", "own/events": b"new run"}
+
+
+def test_two_runs_writing_the_same_outputs_at_once_both_succeed(tmp_path):
+    # A second run (here the same process: flock tells apart two opens of one directory) starts
+    # and finishes while the first is still staging: it must not clear the first's work as a
+    # killed run's leftovers.
+    with fileio.outputs() as first:
+        (first.directory(tmp_path / "runs/evaluate", EVENTS) / "events").write_bytes(b"first")
+        first.file(tmp_path / "metrics.json", b"first")
+        with fileio.outputs() as second:
+            (second.directory(tmp_path / "runs/evaluate", EVENTS) / "events").write_bytes(b"second")
+            second.file(tmp_path / "metrics.json", b"second")
+    assert snapshot(tmp_path) == {"runs/evaluate/events": b"first", "metrics.json": b"first"}
+    assert_no_leftovers(tmp_path)

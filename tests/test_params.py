@@ -93,3 +93,28 @@ def test_missing_file_and_bad_yaml(tmp_path):
         params.load(write(tmp_path, "- lr\n"), ())
     with pytest.raises(ParamsError, match="must be a mapping"):
         params.load(write(tmp_path, ""), ())
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Each anchor a list of nine aliases of the one before: 9**9 values once expanded."""
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]"
+                                for i in range(1, levels)]
+    return "\n".join(lines) + f"\nlr: *a{levels - 1}\n"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text, message", [
+    (alias_bomb(), r"params.yaml, line 1: YAML anchors and aliases \(& and \*\) are not accepted"),
+    ("lr: &rate 0.01\nmomentum: *rate\n", r"line 1: YAML anchors and aliases"),
+    ("lr: " + "[" * 100_000 + "]" * 100_000 + "\n", r"line 1: a list or mapping nested in a "
+                                                    r"value; params are flat `key: value` lines of single values"),
+    ("seed: 0\nlr:\n  value: [0.01]\n", r"params.yaml, line 3: a list or mapping nested in a"),
+], ids=["alias-bomb", "alias", "deep-nesting", "nested-mapping"])
+def test_aliases_and_nesting_are_refused_without_expanding(tmp_path, text, message):
+    with pytest.raises(ParamsError, match=message):
+        params.load(write(tmp_path, text), ())
+
+
+def test_a_long_bad_value_is_shown_shortened(tmp_path):
+    with pytest.raises(ParamsError, match=r"got 'xxxx.*\.\.\. \(1000002 characters\)$"):
+        params.load(write(tmp_path, "lr: " + "x" * 1_000_000 + "\n"), ())

@@ -80,7 +80,7 @@ def test_a_third_machine_collects_both_and_sees_them_in_exp_show_and_tensorboard
              for row in rows for group in (row.get("experiments") or []) for rev in group["revs"]}
     assert shown == {"sweep-0": 0.01, "sweep-1": 0.05}
     out = shared["root"] / "gathered"
-    labels, uncached = experiments.gather(laptop, out)
+    labels, uncached, _ = experiments.gather(laptop, out)
     assert (sorted(labels), uncached) == (["main (baseline)", "sweep-0 (lr=0.01)",
                                            "sweep-1 (lr=0.05)"], [])
 
