@@ -152,6 +152,23 @@ def test_a_directory_a_killed_swap_left_moved_away_is_put_back_by_the_next_write
     assert_no_leftovers(tmp_path)
 
 
+def test_a_leftover_previous_directory_is_dropped_when_the_output_was_written_since(tmp_path):
+    # A kill left an older logdir moved away, and a later run wrote the output anew by hand (or a
+    # `dvc checkout` restored it): the newer output stays, and the older one is not put back.
+    (tmp_path / "runs/.train.tmp-killed/old").mkdir(parents=True)
+    (tmp_path / "runs/.train.tmp-killed/old/events").write_bytes(b"older run")
+    (tmp_path / "runs/train").mkdir()
+    (tmp_path / "runs/train/events").write_bytes(b"newer run")
+    with pytest.raises(RuntimeError):
+        with fileio.staged_dir(tmp_path / "runs/train"):
+            raise RuntimeError("this run fails")
+    assert snapshot(tmp_path) == {"runs/train/events": b"newer run"}
+    assert_no_leftovers(tmp_path)
+    with fileio.staged_dir(tmp_path / "runs/train") as staging:
+        (staging / "events").write_bytes(b"this run")
+    assert snapshot(tmp_path) == {"runs/train/events": b"this run"}
+
+
 def test_two_names_of_one_output_are_refused(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")

@@ -59,14 +59,18 @@ def tutorial_loop(train_set, lr, momentum, batch_size, epochs, log_every, seed, 
             if step % log_every == 0:
                 points.append((step - 1, running / log_every, right / seen))
                 running, right, seen = 0.0, 0, 0
-    return net, points
+    # The last window, which the tutorial drops: what a partial one averages over is its own steps.
+    window = step % log_every or log_every
+    final = (step - 1, running / window, right / seen) if seen else points[-1]
+    return net, points, final
 
 
 def assert_trained_as_the_tutorial_loop(train_set, net, result, hyper=HYPER, start=None):
     """`train`'s weights and log points are those of the tutorial's loop from `start`'s weights."""
-    reference, points = tutorial_loop(train_set, **hyper, net=start)
+    reference, points, final = tutorial_loop(train_set, **hyper, net=start)
     assert torch.equal(weights(net), weights(reference))
     assert [(p.step, p.loss, p.accuracy) for p in result.points] == points
+    assert (result.final.step, result.final.loss, result.final.accuracy) == final
 
 
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
@@ -207,6 +211,15 @@ def test_log_points_fall_every_log_every_steps_across_epochs(train_set):
     assert [len(x) for _, x, _ in logged] == [4, 4, 4]
     assert all(0 <= p.accuracy <= 1 and p.lr == HYPER["lr"] for p in result.points)
     assert result.final.step == 25  # the final, partial window
+
+
+@pytest.mark.parametrize("log_every", [7, 13])
+def test_the_last_partial_window_averages_over_its_own_steps(train_set, log_every):
+    # 26 steps: logged every 7, the last window holds steps 21 to 25, five of them (every 13: none).
+    _, result, _ = fit(train_set, log_every=log_every)
+    _, _, final = tutorial_loop(train_set, **{**HYPER, "log_every": log_every})
+    assert (result.final.step, result.final.loss, result.final.accuracy) == final
+    assert (result.final == result.points[-1]) == (log_every == 13)
 
 
 def test_rerun_gives_identical_weights(train_set):
