@@ -14,7 +14,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check clean
+.PHONY: help setup repro tensorboard tensorboard-exps test bench bench-quick gpu-check mutation clean
 
 # Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
@@ -52,6 +52,9 @@ bench: setup ## Time the tutorial against the stages on the fetched data (about 
 
 bench-quick: setup ## Check that the benchmark runs: 1,200 generated training images
 	python scripts/bench.py --quick
+
+mutation: setup ## Mutation testing of the core modules against the fast tests: score and survivors (docs/testing.md)
+	python scripts/mutation.py $(MUTATION_ARGS)
 
 gpu-check: setup ## On a GPU machine: CUDA tests, the benchmark on CUDA, two train runs compared byte for byte
 	python benchmarks/gpu_check.py
