@@ -87,3 +87,27 @@ def test_every_source_failing_names_each_and_what_it_should_be(tmp_path, dataset
         f"  {tmp_path / 'none' / name}.gz: no such file",
         f"Check FASHION_MNIST_MIRROR (or --mirror): each source should be {fetch.LOCAL_COPY}."]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_redirect_to_another_http_mirror_is_followed(tmp_path, dataset):
+    mirror, checksums = dataset
+    with fs.Mirror(mirror) as good, fs.Mirror(mirror, {"*": fs.redirect(good.url + "{name}")}) as moved:
+        fetch.run(dest=tmp_path / "out", mirror=moved.url, checksums=str(checksums), timeout=5,
+                  retries=0)
+        assert moved.names() == good.names() == [f"{n}.gz" for n in data.FILES]
+    fetched(tmp_path / "out", checksums)
+
+
+@pytest.mark.parametrize("location, reason", [
+    ("ftp://127.0.0.1/{name}", "redirected to ftp://127.0.0.1/{name}, which is not http(s)"),
+    # Followed, whatever the case of its scheme: the port then refuses the connection.
+    ("HTTPS://127.0.0.1:9/{name}", "[Errno 111] Connection refused (1 attempt)"),
+])
+def test_a_redirect_is_followed_only_to_http(tmp_path, dataset, capsys, location, reason):
+    mirror, checksums = dataset
+    with fs.Mirror(mirror, {"*": fs.redirect(location)}) as sly, fs.Mirror(mirror) as good:
+        fetch.run(dest=tmp_path / "out", mirror=f"{sly.url},{good.url}", checksums=str(checksums),
+                  timeout=5, retries=0)
+    fetched(tmp_path / "out", checksums)
+    name = f"{data.FILES[0]}.gz"
+    assert f"{sly.url}{name}: {reason.format(name=name)}" in capsys.readouterr().err

@@ -93,3 +93,17 @@ def test_missing_file_and_bad_yaml(tmp_path):
         params.load(write(tmp_path, "- lr\n"), ())
     with pytest.raises(ParamsError, match="must be a mapping"):
         params.load(write(tmp_path, ""), ())
+
+
+def test_the_help_epilog_lists_each_key_with_its_rule_aligned_and_wrapped():
+    lines = params.epilog(("seed", "embedding_samples")).splitlines()
+    assert lines[:2] == ["\b", "Reads these keys of the params file:"]  # \b: click keeps lines
+    # Each key in a column 4 wider than the longest key, its rule wrapped to 79 characters in
+    # the next column: the rule's words, in order, and nothing else.
+    starts = [i for i, line in enumerate(lines) if not line.startswith(" " * 21)][2:]
+    assert [lines[i][:21] for i in starts] == ["  seed" + " " * 15, "  embedding_samples  "]
+    for key, (start, end) in zip(("seed", "embedding_samples"), zip(starts, starts[1:] + [None])):
+        rows = lines[start:end]
+        assert len(rows) > 1 and all(len(row) <= 79 and row[21] != " " for row in rows)
+        rule = params.RULES[key]
+        assert " ".join(row[21:] for row in rows) == f"{rule.help}; {rule.allowed}"

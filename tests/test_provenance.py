@@ -70,3 +70,9 @@ def test_the_record_names_the_data_software_and_machine(tmp_path, data_dir, data
     models = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
               if line.startswith("model name")]
     assert record["device_name"] == models[0]
+
+
+def test_an_untracked_file_beside_the_code_is_not_a_change_to_it(repo, data_dir, monkeypatch):
+    (repo / "fashion/scratch.py").write_text("# a file of the user's, never committed\n")
+    monkeypatch.chdir(repo)
+    assert provenance.record(torch.device("cpu"), {}, data_dir)["git_code_changed"] is False
