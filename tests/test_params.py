@@ -107,3 +107,15 @@ def test_the_help_epilog_lists_each_key_with_its_rule_aligned_and_wrapped():
         assert len(rows) > 1 and all(len(row) <= 79 and row[21] != " " for row in rows)
         rule = params.RULES[key]
         assert " ".join(row[21:] for row in rows) == f"{rule.help}; {rule.allowed}"
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("learning_rate", "did you mean 'lr'? "),      # a synonym from other tools
+    ("batchsize", "did you mean 'batch_size'? "),  # a typo: the one closest key
+    ("colour", ""),                                 # nothing close: no guess
+])
+def test_an_unknown_key_s_message_in_full(key, hint):
+    with pytest.raises(ParamsError) as refused:
+        params.validate({key: 1})
+    assert str(refused.value) == (f"params.yaml: unknown key '{key}'; {hint}known keys: seed, lr, "
+                                  "momentum, batch_size, epochs, log_every, embedding_samples, device")
