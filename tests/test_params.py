@@ -119,3 +119,18 @@ def test_an_unknown_key_s_message_in_full(key, hint):
         params.validate({key: 1})
     assert str(refused.value) == (f"params.yaml: unknown key '{key}'; {hint}known keys: seed, lr, "
                                   "momentum, batch_size, epochs, log_every, embedding_samples, device")
+
+
+def test_load_s_messages_name_the_file_and_every_missing_key(tmp_path):
+    path = write(tmp_path, "lr: -1\n")
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == f"{path}: lr must be {params.RULES['lr'].allowed}, got -1"
+    with pytest.raises(ParamsError) as refused:
+        params.load(write(tmp_path, "momentum: 0.5\n"), ("seed", "momentum", "lr"))
+    assert str(refused.value) == (f"{path} lacks seed ({params.RULES['seed'].allowed}); "
+                                  f"lr ({params.RULES['lr'].allowed})")
+    path.write_bytes(b"lr: 0.1\n\xff\n")
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == f"{path} is not UTF-8 text (byte 8): save it as UTF-8"
