@@ -158,3 +158,15 @@ def test_the_pr_files_are_thinned_to_curve_points_keeping_both_ends(tmp_path, da
     for slug in CLASS_SLUGS:
         lines = (out / "pr" / f"{slug}.csv").read_text().splitlines()
         assert len(lines) == 1 + 5 and lines[-1].endswith(",1.0")
+
+
+@pytest.mark.parametrize("positives", [0, 1, 2])
+def test_pr_curve_recall_counts_the_class_s_images(positives):
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    positive = torch.arange(4) < positives
+    precision, recall, threshold = evaluation.pr_curve(scores, positive)
+    assert threshold.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    # By hand: the first k images taken, of which min(k, positives) are the class's.
+    expected = [min(k, positives) / positives if positives else 0.0 for k in (1, 2, 3, 4)]
+    assert recall.tolist() == expected
+    assert precision.tolist() == [min(k, positives) / k for k in (1, 2, 3, 4)]

@@ -5,6 +5,7 @@ KeyboardInterrupt from the rename itself: the one place where the previous outpu
 away and the new one is not yet in place.
 """
 
+import errno
 import itertools
 import os
 import signal
@@ -265,3 +266,39 @@ def test_a_symlink_to_the_working_directory_is_replaced_not_followed(tmp_path, m
         (staging / "events").write_bytes(b"new run")
     assert not (tmp_path / "logs").is_symlink()
     assert (tmp_path / "logs/events").read_bytes() == b"new run"
+
+
+def test_a_symlink_output_put_back_after_an_interrupt_is_the_symlink_itself(tmp_path, monkeypatch):
+    (tmp_path / "real.pt").write_bytes(b"previous weights")
+    (tmp_path / "model.pt").symlink_to("real.pt")
+    interrupt_rename(monkeypatch, 2)  # moving the second output in, after the first is in
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.outputs() as staged:
+            staged.file(tmp_path / "model.pt", b"new weights")
+            staged.file(tmp_path / "metrics.json", b"{}")
+    assert (tmp_path / "model.pt").is_symlink() and os.readlink(tmp_path / "model.pt") == "real.pt"
+    assert snapshot(tmp_path) == {"model.pt": b"previous weights", "real.pt": b"previous weights"}
+    assert_no_leftovers(tmp_path)
+
+
+def refuse_hard_links(monkeypatch) -> None:
+    """A filesystem without hard links, as some network and FAT filesystems are."""
+    def link(*args, **kwargs):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(fileio.os, "link", link)
+
+
+def test_without_hard_links_a_file_is_replaced_and_put_back_by_moving(tmp_path, monkeypatch):
+    (tmp_path / "model.pt").write_bytes(b"previous weights")
+    refuse_hard_links(monkeypatch)
+    fileio.write_bytes(tmp_path / "model.pt", b"new weights")
+    assert snapshot(tmp_path) == {"model.pt": b"new weights"}
+    # Renames: the previous file away, the new one in, then the second output in: interrupted.
+    interrupt_rename(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.outputs() as staged:
+            staged.file(tmp_path / "model.pt", b"newer weights")
+            staged.file(tmp_path / "metrics.json", b"{}")
+    assert snapshot(tmp_path) == {"model.pt": b"new weights"}
+    assert_no_leftovers(tmp_path)
