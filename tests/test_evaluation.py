@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tensorboard.util import tensor_util
 
 from fashion import data, evaluation, model
 from fashion.data import CLASS_SLUGS, CLASSES
@@ -137,6 +138,10 @@ def test_the_stage_s_outputs_agree_with_a_plain_forward_pass(tmp_path, data_dir)
         assert curve[-1][1] == pytest.approx((labels == c).float().mean().item())
     pr = summaries(out / "runs")
     assert sorted(pr) == sorted(CLASSES) and all(len(v) == 1 and v[0][0] == 0 for v in pr.values())
+    for c, name in enumerate(CLASSES):
+        # TensorBoard's rows: true and false positives, ... at each threshold, the lowest first.
+        counts = tensor_util.make_ndarray(pr[name][0][1].tensor)
+        assert (counts[0, 0], counts[1, 0]) == ((labels == c).sum(), (labels != c).sum())
     assert json.loads((out / "prov.json").read_text())["device"] == "cpu"
 
 
@@ -170,3 +175,10 @@ def test_pr_curve_recall_counts_the_class_s_images(positives):
     expected = [min(k, positives) / positives if positives else 0.0 for k in (1, 2, 3, 4)]
     assert recall.tolist() == expected
     assert precision.tolist() == [min(k, positives) / k for k in (1, 2, 3, 4)]
+
+
+def test_an_output_that_cannot_be_written_leaves_every_output_as_it_was(tmp_path, data_dir):
+    (tmp_path / "out/confusion.csv").mkdir(parents=True)  # a directory where the file goes
+    with pytest.raises(IsADirectoryError):
+        evaluate(tmp_path, data_dir, model.initial_net(4))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confusion.csv"]

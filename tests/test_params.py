@@ -107,6 +107,8 @@ def test_the_help_epilog_lists_each_key_with_its_rule_aligned_and_wrapped():
         assert len(rows) > 1 and all(len(row) <= 79 and row[21] != " " for row in rows)
         rule = params.RULES[key]
         assert " ".join(row[21:] for row in rows) == f"{rule.help}; {rule.allowed}"
+        # Filled: no row could have taken the next row's first word.
+        assert all(len(row) + 1 + len(after[21:].split()[0]) > 79 for row, after in zip(rows, rows[1:]))
 
 
 @pytest.mark.parametrize("key, hint", [
