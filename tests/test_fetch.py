@@ -111,3 +111,13 @@ def test_a_redirect_is_followed_only_to_http(tmp_path, dataset, capsys, location
     fetched(tmp_path / "out", checksums)
     name = f"{data.FILES[0]}.gz"
     assert f"{sly.url}{name}: {reason.format(name=name)}" in capsys.readouterr().err
+
+
+def test_a_mirror_that_never_answers_times_out_and_is_skipped(tmp_path, dataset, capsys):
+    mirror, checksums = dataset
+    with fs.Silent() as silent, fs.Mirror(mirror) as good:
+        fetch.run(dest=tmp_path / "out", mirror=f"{silent.url},{good.url}",
+                  checksums=str(checksums), timeout=0.5, retries=0)
+    fetched(tmp_path / "out", checksums)
+    assert (f"{silent.url}{data.FILES[0]}.gz: timed out (1 attempt); trying the next source"
+            in capsys.readouterr().err)

@@ -1,6 +1,7 @@
 """The visualize stage's views, read back from its event files."""
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -86,3 +87,11 @@ def test_more_embedding_samples_than_images_is_refused_before_any_output(tmp_pat
         visualize.run(params={"seed": 0, "batch_size": 4, "embedding_samples": 201},
                       data_dir=data_dir, logdir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_tracing_the_graph_warns_of_nothing(tmp_path, data_dir):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        visualize.run(params={"seed": 0, "batch_size": 4, "embedding_samples": 10},
+                      data_dir=data_dir, logdir=tmp_path / "runs")
+    assert [str(w.message) for w in caught if "trace" in str(w.message).lower()] == []
