@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < $(LOCK) | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock repro verify tensorboard tensorboard-exps compare baseline report test \
-	bench bench-quick gpu-check clean
+	bench bench-quick gpu-check mutation clean
 
 # Target names in colour on a terminal; plain text into a pipe or a file.
 help: ## Show this list
@@ -71,6 +71,9 @@ bench: setup ## Time the tutorial against the stages on the fetched data (about 
 
 bench-quick: setup ## Check that the benchmark runs: 1,200 generated training images
 	python scripts/bench.py --quick
+
+mutation: setup ## Mutation testing of the core modules against the fast tests: score and survivors (docs/testing.md)
+	python scripts/mutation.py $(MUTATION_ARGS)
 
 gpu-check: setup ## On a GPU machine: CUDA tests, the benchmark on CUDA, two train runs compared byte for byte
 	python benchmarks/gpu_check.py

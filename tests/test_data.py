@@ -1,3 +1,6 @@
+import hashlib
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -99,3 +102,14 @@ def test_epoch_batches_cover_every_index_once_and_repeat_with_the_seed():
     assert sorted(torch.cat(batches).tolist()) == list(range(10))
     assert all(torch.equal(a, b) for a, b in zip(batches, order(1)))
     assert not all(torch.equal(a, b) for a, b in zip(batches, order(2)))
+
+
+def test_a_binary_mode_sha256sum_file_is_read(tmp_path):
+    # `sha256sum -b` marks each name with '*': the reference here is the tool itself.
+    for name, content in (("a-file", b"one"), ("b-file", b"two")):
+        (tmp_path / name).write_bytes(content)
+    text = subprocess.run(["sha256sum", "-b", "a-file", "b-file"], cwd=tmp_path, check=True,
+                          capture_output=True, text=True).stdout
+    assert "*a-file" in text
+    assert data.parse_checksums(text, "sums") == {"a-file": hashlib.sha256(b"one").hexdigest(),
+                                                  "b-file": hashlib.sha256(b"two").hexdigest()}

@@ -1,9 +1,15 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
+import torch.nn.functional as F
+from tensorboard.util import tensor_util
 
-from fashion import evaluation, model
-from fashion.data import CLASSES
+from fashion import data, evaluation, model
+from fashion.data import CLASS_SLUGS, CLASSES
 from fashion.errors import FashionError
+from tests.events import summaries
 from tests.faults import allocate_too_much
 
 
@@ -92,3 +98,87 @@ def test_thin_keeps_ends_and_bounds_length():
     thin = evaluation._thin(rows, 200)
     assert len(thin) == 200 and thin[0] == 0 and thin[-1] == 999
     assert evaluation._thin(rows[:5], 200) == rows[:5]
+
+
+def evaluate(tmp_path, data_dir, net) -> tuple[dict, Path]:
+    """The evaluate stage in this process on `net`'s weights, every output under tmp_path/out."""
+    model.save(net, tmp_path / "model.pt")
+    out = tmp_path / "out"
+    metrics = evaluation.run(params={"device": "cpu"}, data_dir=data_dir,
+                             model_path=tmp_path / "model.pt", metrics_path=out / "eval.json",
+                             provenance_path=out / "prov.json", confusion_path=out / "confusion.csv",
+                             pr_dir=out / "pr", logdir=out / "runs")
+    return metrics, out
+
+
+def test_the_stage_s_outputs_agree_with_a_plain_forward_pass(tmp_path, data_dir):
+    net = model.initial_net(4)
+    metrics, out = evaluate(tmp_path, data_dir, net)
+    # The reference: the whole test set in one forward pass, and the formulas written out here.
+    images, labels = data.load_split(data_dir, "test")
+    with torch.no_grad():
+        logits = net.eval()(images.unsqueeze(1).float() / 255 * 2 - 1)
+    predicted = logits.argmax(1)
+    assert json.loads((out / "eval.json").read_text()) == metrics
+    assert metrics["accuracy"] == pytest.approx((predicted == labels).float().mean().item())
+    assert metrics["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    rows = (out / "confusion.csv").read_text().splitlines()
+    assert rows == ["actual,predicted"] + [f"{CLASSES[a]},{CLASSES[p]}"
+                                            for a, p in zip(labels.tolist(), predicted.tolist())]
+    probs = logits.softmax(1)
+    assert sorted(p.name for p in (out / "pr").iterdir()) == sorted(f"{s}.csv" for s in CLASS_SLUGS)
+    for c, slug in enumerate(CLASS_SLUGS):
+        lines = (out / "pr" / f"{slug}.csv").read_text().splitlines()
+        assert lines[0] == "threshold,precision,recall"
+        curve = [tuple(map(float, line.split(","))) for line in lines[1:]]
+        # One row per distinct score of the class, highest first, down to every image counted.
+        assert len(curve) == len(set(probs[:, c].tolist()))
+        assert curve[0][0] == pytest.approx(probs[:, c].max().item(), rel=1e-5)
+        assert curve[-1][2] == 1.0 and [t for t, _, _ in curve] == sorted(t for t, _, _ in curve)[::-1]
+        assert curve[-1][1] == pytest.approx((labels == c).float().mean().item())
+    pr = summaries(out / "runs")
+    assert sorted(pr) == sorted(CLASSES) and all(len(v) == 1 and v[0][0] == 0 for v in pr.values())
+    for c, name in enumerate(CLASSES):
+        # TensorBoard's rows: true and false positives, ... at each threshold, the lowest first.
+        counts = tensor_util.make_ndarray(pr[name][0][1].tensor)
+        assert (counts[0, 0], counts[1, 0]) == ((labels == c).sum(), (labels != c).sum())
+    assert json.loads((out / "prov.json").read_text())["device"] == "cpu"
+
+
+def test_a_model_whose_outputs_are_not_finite_is_refused_and_writes_nothing(tmp_path, data_dir):
+    net = model.initial_net(0)
+    with torch.no_grad():
+        net.fc3.bias.fill_(float("nan"))
+    with pytest.raises(FashionError, match=r"model.pt gives outputs that are not finite numbers, "
+                                           r"as a model from diverged training does: retrain it "
+                                           r"with a lower lr$"):
+        evaluate(tmp_path, data_dir, net)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_pr_files_are_thinned_to_curve_points_keeping_both_ends(tmp_path, data_dir,
+                                                                    monkeypatch):
+    monkeypatch.setattr(evaluation, "CURVE_POINTS", 5)
+    _, out = evaluate(tmp_path, data_dir, model.initial_net(4))
+    for slug in CLASS_SLUGS:
+        lines = (out / "pr" / f"{slug}.csv").read_text().splitlines()
+        assert len(lines) == 1 + 5 and lines[-1].endswith(",1.0")
+
+
+@pytest.mark.parametrize("positives", [0, 1, 2])
+def test_pr_curve_recall_counts_the_class_s_images(positives):
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    positive = torch.arange(4) < positives
+    precision, recall, threshold = evaluation.pr_curve(scores, positive)
+    assert threshold.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    # By hand: the first k images taken, of which min(k, positives) are the class's.
+    expected = [min(k, positives) / positives if positives else 0.0 for k in (1, 2, 3, 4)]
+    assert recall.tolist() == expected
+    assert precision.tolist() == [min(k, positives) / k for k in (1, 2, 3, 4)]
+
+
+def test_an_output_that_cannot_be_written_leaves_every_output_as_it_was(tmp_path, data_dir):
+    (tmp_path / "out/confusion.csv").mkdir(parents=True)  # a directory where the file goes
+    with pytest.raises(IsADirectoryError):
+        evaluate(tmp_path, data_dir, model.initial_net(4))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confusion.csv"]

@@ -95,15 +95,16 @@ def test_a_hanging_mirror_times_out_is_retried_with_backoff_then_skipped(tmp_pat
     assert sorted(good.names()) == sorted(f"{n}.gz" for n in data.FILES)
 
 
-def test_server_errors_are_retried_with_doubling_backoff(tmp_path, dataset, good):
+@pytest.mark.parametrize("code", [503, 500, 429])  # 429: Too Many Requests, to be waited out
+def test_server_errors_are_retried_with_doubling_backoff(tmp_path, dataset, good, code):
     _, checksums = dataset
-    with fs.Mirror(tmp_path, {"*": fs.status(503)}) as busy:
+    with fs.Mirror(tmp_path, {"*": fs.status(code)}) as busy:
         done = fetch(tmp_path, checksums, busy.url, good.url, args=["--retries", "2"])
         times = [t for t, _ in busy.requests]
     assert_fetched(done, tmp_path, checksums)
     assert len(times) == 3  # one try and two retries, for the first file only
     assert times[1] - times[0] >= 0.5 - 0.05 and times[2] - times[1] >= 1.0 - 0.05
-    assert "HTTP 503; retrying in 0.5 s" in done.stderr and "retrying in 1 s" in done.stderr
+    assert f"HTTP {code}; retrying in 0.5 s" in done.stderr and "retrying in 1 s" in done.stderr
 
 
 def test_when_every_mirror_given_fails_the_message_lists_them_and_what_they_should_be(

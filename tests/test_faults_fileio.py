@@ -5,6 +5,7 @@ KeyboardInterrupt from the rename itself: the one place where the previous outpu
 away and the new one is not yet in place.
 """
 
+import errno
 import itertools
 import os
 import signal
@@ -154,6 +155,23 @@ def test_a_directory_a_killed_swap_left_moved_away_is_put_back_by_the_next_write
     assert_no_leftovers(tmp_path)
 
 
+def test_a_leftover_previous_directory_is_dropped_when_the_output_was_written_since(tmp_path):
+    # A kill left an older logdir moved away, and a later run wrote the output anew by hand (or a
+    # `dvc checkout` restored it): the newer output stays, and the older one is not put back.
+    (tmp_path / "runs/.train.tmp-killed/old").mkdir(parents=True)
+    (tmp_path / "runs/.train.tmp-killed/old/events").write_bytes(b"older run")
+    (tmp_path / "runs/train").mkdir()
+    (tmp_path / "runs/train/events").write_bytes(b"newer run")
+    with pytest.raises(RuntimeError):
+        with fileio.staged_dir(tmp_path / "runs/train"):
+            raise RuntimeError("this run fails")
+    assert snapshot(tmp_path) == {"runs/train/events": b"newer run"}
+    assert_no_leftovers(tmp_path)
+    with fileio.staged_dir(tmp_path / "runs/train") as staging:
+        (staging / "events").write_bytes(b"this run")
+    assert snapshot(tmp_path) == {"runs/train/events": b"this run"}
+
+
 def test_two_names_of_one_output_are_refused(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")
@@ -297,4 +315,39 @@ def test_two_runs_writing_the_same_outputs_at_once_both_succeed(tmp_path):
             (second.directory(tmp_path / "runs/evaluate", EVENTS) / "events").write_bytes(b"second")
             second.file(tmp_path / "metrics.json", b"second")
     assert snapshot(tmp_path) == {"runs/evaluate/events": b"first", "metrics.json": b"first"}
+
+
+def test_a_symlink_output_put_back_after_an_interrupt_is_the_symlink_itself(tmp_path, monkeypatch):
+    (tmp_path / "real.pt").write_bytes(b"previous weights")
+    (tmp_path / "model.pt").symlink_to("real.pt")
+    interrupt_rename(monkeypatch, 2)  # moving the second output in, after the first is in
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.outputs() as staged:
+            staged.file(tmp_path / "model.pt", b"new weights")
+            staged.file(tmp_path / "metrics.json", b"{}")
+    assert (tmp_path / "model.pt").is_symlink() and os.readlink(tmp_path / "model.pt") == "real.pt"
+    assert snapshot(tmp_path) == {"model.pt": b"previous weights", "real.pt": b"previous weights"}
+    assert_no_leftovers(tmp_path)
+
+
+def refuse_hard_links(monkeypatch) -> None:
+    """A filesystem without hard links, as some network and FAT filesystems are."""
+    def link(*args, **kwargs):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(fileio.os, "link", link)
+
+
+def test_without_hard_links_a_file_is_replaced_and_put_back_by_moving(tmp_path, monkeypatch):
+    (tmp_path / "model.pt").write_bytes(b"previous weights")
+    refuse_hard_links(monkeypatch)
+    fileio.write_bytes(tmp_path / "model.pt", b"new weights")
+    assert snapshot(tmp_path) == {"model.pt": b"new weights"}
+    # Renames: the previous file away, the new one in, then the second output in: interrupted.
+    interrupt_rename(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.outputs() as staged:
+            staged.file(tmp_path / "model.pt", b"newer weights")
+            staged.file(tmp_path / "metrics.json", b"{}")
+    assert snapshot(tmp_path) == {"model.pt": b"new weights"}
     assert_no_leftovers(tmp_path)

@@ -1,3 +1,4 @@
+import io
 import os
 import pickle
 import signal
@@ -9,13 +10,14 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard._utils import figure_to_image
 
 from fashion.data import CLASSES
 from fashion.errors import FashionError
-from fashion.figures import WORKER, FigureRenderer, Panel, predictions_figure
+from fashion.figures import WORKER, FigureRenderer, Panel, image_summary, predictions_figure
 from fashion.tensorboard_writer import add_serialized_summary
 from tests.conftest import ROOT
 from tests.events import summaries
@@ -186,3 +188,45 @@ def test_a_program_read_from_stdin_can_draw_figures():
     done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     assert (done.returncode, done.stdout) == (0, "1\n"), done.stderr
+
+
+GREEN, RED = (0, 128, 0), (255, 0, 0)  # matplotlib's "green" and "red"
+
+
+def drawn_pixels(images, labels, probs) -> np.ndarray:
+    """The RGB pixels of the PNG the worker's image_summary encodes for the batch."""
+    summary = Summary.FromString(image_summary("f", predictions_figure(images, labels, probs)))
+    png = summary.value[0].image.encoded_image_string
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def count(pixels: np.ndarray, colour) -> int:
+    return int((np.abs(pixels - colour).sum(axis=2) <= 30).sum())
+
+
+def test_titles_are_green_when_right_and_red_when_wrong_in_the_pixels():
+    images = torch.zeros(2, 1, 28, 28)
+    labels = torch.tensor([0, 1])
+    probs = torch.nn.functional.one_hot(torch.tensor([0, 2]), 10).float()  # right, then wrong
+    pixels = drawn_pixels(images, labels, probs)
+    left, right = np.array_split(pixels, 2, axis=1)
+    assert count(left, GREEN) > 50 and count(left, RED) == 0
+    assert count(right, RED) > 50 and count(right, GREEN) == 0
+
+
+def test_each_panel_shows_its_own_image_in_the_pixels():
+    # Panel i is black (a pixel of 1, normalised to 1) in its quadrant i only, white elsewhere.
+    images = torch.full((4, 1, 28, 28), -1.0)
+    for i, (row, col) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        images[i, 0, 14 * row:14 * row + 14, 14 * col:14 * col + 14] = 1.0
+    probs = torch.nn.functional.one_hot(torch.arange(4), 10).float()
+    pixels = drawn_pixels(images, torch.arange(4), probs)
+    dark = pixels.max(axis=2) < 60
+    for i, part in enumerate(np.array_split(dark, 4, axis=1)):
+        # The axes' box: the extent of the dark pixels (its frame and the image's black part).
+        rows, cols = np.nonzero(part)
+        top, bottom, first, last = rows.min(), rows.max(), cols.min(), cols.max()
+        quadrants = [[part[top + (bottom - top) * (2 * r + 1) // 4,
+                           first + (last - first) * (2 * c + 1) // 4] for c in (0, 1)]
+                     for r in (0, 1)]
+        assert sum(map(sum, quadrants)) == 1 and quadrants[i // 2][i % 2], (i, quadrants)

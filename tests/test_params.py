@@ -118,3 +118,46 @@ def test_aliases_and_nesting_are_refused_without_expanding(tmp_path, text, messa
 def test_a_long_bad_value_is_shown_shortened(tmp_path):
     with pytest.raises(ParamsError, match=r"got 'xxxx.*\.\.\. \(1000002 characters\)$"):
         params.load(write(tmp_path, "lr: " + "x" * 1_000_000 + "\n"), ())
+
+
+def test_the_help_epilog_lists_each_key_with_its_rule_aligned_and_wrapped():
+    lines = params.epilog(("seed", "embedding_samples")).splitlines()
+    assert lines[:2] == ["\b", "Reads these keys of the params file:"]  # \b: click keeps lines
+    # Each key in a column 4 wider than the longest key, its rule wrapped to 79 characters in
+    # the next column: the rule's words, in order, and nothing else.
+    starts = [i for i, line in enumerate(lines) if not line.startswith(" " * 21)][2:]
+    assert [lines[i][:21] for i in starts] == ["  seed" + " " * 15, "  embedding_samples  "]
+    for key, (start, end) in zip(("seed", "embedding_samples"), zip(starts, starts[1:] + [None])):
+        rows = lines[start:end]
+        assert len(rows) > 1 and all(len(row) <= 79 and row[21] != " " for row in rows)
+        rule = params.RULES[key]
+        assert " ".join(row[21:] for row in rows) == f"{rule.help}; {rule.allowed}"
+        # Filled: no row could have taken the next row's first word.
+        assert all(len(row) + 1 + len(after[21:].split()[0]) > 79 for row, after in zip(rows, rows[1:]))
+
+
+@pytest.mark.parametrize("key, hint", [
+    ("learning_rate", "did you mean 'lr'? "),      # a synonym from other tools
+    ("batchsize", "did you mean 'batch_size'? "),  # a typo: the one closest key
+    ("colour", ""),                                 # nothing close: no guess
+])
+def test_an_unknown_key_s_message_in_full(key, hint):
+    with pytest.raises(ParamsError) as refused:
+        params.validate({key: 1})
+    assert str(refused.value) == (f"params.yaml: unknown key '{key}'; {hint}known keys: seed, lr, "
+                                  "momentum, batch_size, epochs, log_every, embedding_samples, device")
+
+
+def test_load_s_messages_name_the_file_and_every_missing_key(tmp_path):
+    path = write(tmp_path, "lr: -1\n")
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == f"{path}: lr must be {params.RULES['lr'].allowed}, got -1"
+    with pytest.raises(ParamsError) as refused:
+        params.load(write(tmp_path, "momentum: 0.5\n"), ("seed", "momentum", "lr"))
+    assert str(refused.value) == (f"{path} lacks seed ({params.RULES['seed'].allowed}); "
+                                  f"lr ({params.RULES['lr'].allowed})")
+    path.write_bytes(b"lr: 0.1\n\xff\n")
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == f"{path} is not UTF-8 text (byte 8): save it as UTF-8"

@@ -73,6 +73,7 @@ def assert_trained_as_the_tutorial_loop(train_set, net, result, hyper=HYPER, sta
     reference, points = tutorial_loop(train_set, **hyper, net=start)
     assert torch.equal(weights(net), weights(reference))
     assert [(p.images, p.loss, p.accuracy) for p in result.points] == points
+    assert (result.final.loss, result.final.accuracy) == points[-1][1:]
 
 
 @pytest.mark.parametrize("momentum", [0.9, 0.0])
@@ -111,6 +112,15 @@ def test_log_points_fall_every_log_every_images_across_epochs(train_set):
     assert [len(x) for _, x, _ in logged] == [4, 4, 4, 2]
     assert all(0 <= p.accuracy <= 1 and p.lr == HYPER["lr"] for p in result.points)
     assert result.final == result.points[-1]  # the final, partial window is logged too
+
+
+@pytest.mark.parametrize("log_every", [28, 52])
+def test_the_last_partial_window_averages_over_its_own_steps(train_set, log_every):
+    # 100 images in 26 steps: the last window is partial (every 28: images 85 to 100; every 52:
+    # 53 to 100), and the tutorial's loop averages it over its own steps.
+    _, result, _ = fit(train_set, log_every=log_every)
+    _, points = tutorial_loop(train_set, **{**HYPER, "log_every": log_every})
+    assert (result.final.images, result.final.loss, result.final.accuracy) == points[-1]
 
 
 def test_rerun_gives_identical_weights(train_set):
