@@ -93,9 +93,9 @@ def flags() -> dict:
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "mkl_cbwr": os.environ.get("MKL_CBWR"),
         # The CPU code paths: whether the portable pin applied, the kernels PyTorch dispatched to,
-        # MKL's cap, and the widest kernels this CPU has (what an unpinned run would take).
+        # and MKL's cap. The CPU's own widest kernels are in the host record (provenance.host):
+        # hosts that share the pinned bits must not differ here.
         "portable_cpu": portable_cpu.wanted(),
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
-        "cpu_capability": portable_cpu.own_capability(),
     }

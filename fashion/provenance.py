@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fashion import determinism, fileio
+from fashion import determinism, fileio, portable_cpu
 from fashion.data import MANIFEST, read_checksums
 
 # The project's code and pins, a superset of what any one stage depends on (dvc.lock holds that,
@@ -80,6 +80,8 @@ def host(record_bytes: bytes) -> dict:
         # run wrote, and then this file does not belong to it.
         "record_sha256": hashlib.sha256(record_bytes).hexdigest(),
         "cpu": cpu_name(),
+        # The widest kernels this CPU has: what an unpinned run would take (determinism.flags).
+        "cpu_capability": portable_cpu.own_capability(),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         # The commit the run started from: right here, unlike in a committed record, which can

@@ -22,7 +22,7 @@ def test_quick_benchmark_runs_both_sides_and_reports(tmp_path, env):
     results = json.loads(out.read_text())
     assert results["tutorial"]["steps"] == results["ours"]["train"]["steps"] == 300
     assert results["tutorial"]["hyperparameters"] == {
-        "epochs": 1, "batch_size": 4, "lr": 0.01, "momentum": 0.8, "log_every": 400,
+        "epochs": 1, "batch_size": 4, "lr": 0.01, "momentum": 0.8, "log_every": 100,
         "embedding_samples": 30}
     assert results["params"]["lr"] == 0.01 and results["params"]["embedding_samples"] == 30
     for stage in ("visualize", "train", "evaluate"):
