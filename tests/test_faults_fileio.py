@@ -163,11 +163,11 @@ def test_a_leftover_previous_directory_is_dropped_when_the_output_was_written_si
     (tmp_path / "runs/train").mkdir()
     (tmp_path / "runs/train/events").write_bytes(b"newer run")
     with pytest.raises(RuntimeError):
-        with fileio.staged_dir(tmp_path / "runs/train"):
+        with fileio.staged_dir(tmp_path / "runs/train", fileio.matching("events")):
             raise RuntimeError("this run fails")
     assert snapshot(tmp_path) == {"runs/train/events": b"newer run"}
     assert_no_leftovers(tmp_path)
-    with fileio.staged_dir(tmp_path / "runs/train") as staging:
+    with fileio.staged_dir(tmp_path / "runs/train", fileio.matching("events")) as staging:
         (staging / "events").write_bytes(b"this run")
     assert snapshot(tmp_path) == {"runs/train/events": b"this run"}
 
