@@ -63,22 +63,19 @@ def configure(device: str) -> torch.device:
     return torch.device(device)
 
 
-def strict_matrix_products() -> None:
-    """Make MKL's matrix products give the same bits for any thread count.
+def threaded_matrix_products() -> None:
+    """Make MKL's matrix products give the same bits for any thread count, where the train stage
+    runs on every core (training.configure_cpu).
 
-    MKL, PyTorch's CPU matrix library, splits a long reduction (from a batch of about 768, the
-    linear layers' weight gradients) across threads and adds the parts in an order that depends
-    on their number: 1, 2 and 4 threads gave three different models at batch 1024. Its strict
-    reproducible mode keeps the order fixed, but it also takes other kernels for small matrices
-    (other bits) and made one-thread training at batch 4 slower, so the train stage asks
-    for it only at the batch sizes it runs on several threads. MKL reads the setting at its first
-    call: this must come before any computation in the process. Under the portable CPU pin the
-    branch stays the pinned one (strict mode exists for the AVX2 and AVX-512 branches).
+    Under the portable CPU pin MKL already runs on one thread (portable_cpu.pin). Without it, MKL
+    splits a long reduction (from a batch of about 768, the linear layers' weight gradients)
+    across threads and adds the parts in an order that depends on their number; its strict
+    reproducible mode keeps the order fixed. That mode takes other kernels for small matrices
+    (other bits) and slows one-thread training, so it is asked for only here. MKL reads the
+    setting at its first call: this must come before any computation in the process.
     """
-    if portable_cpu.wanted():
-        os.environ["MKL_CBWR"] = portable_cpu.mkl_cbwr(strict=True)
-    else:
-        os.environ.setdefault("MKL_CBWR", portable_cpu.mkl_cbwr(strict=True))
+    if not portable_cpu.wanted():
+        os.environ.setdefault("MKL_CBWR", portable_cpu.mkl_cbwr(threaded=True))
 
 
 def flags() -> dict:
@@ -92,10 +89,9 @@ def flags() -> dict:
         "cuda_matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
         "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         "mkl_cbwr": os.environ.get("MKL_CBWR"),
-        # The CPU code paths: whether the portable pin applied, the kernels PyTorch dispatched to,
-        # and MKL's cap. The CPU's own widest kernels are in the host record (provenance.host):
-        # hosts that share the pinned bits must not differ here.
+        # The CPU code paths: whether the portable pin applied (MKL's branch is above) and the
+        # kernels PyTorch dispatched to. The CPU's own widest kernels are in the host record
+        # (provenance.host): hosts that share the pinned bits must not differ here.
         "portable_cpu": portable_cpu.wanted(),
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkl_enable_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS"),
     }

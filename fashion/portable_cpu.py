@@ -1,11 +1,15 @@
-"""The CPU code paths the computing stages pin, so that x86-64 CPUs of different vector widths
-compute the same bits (docs/reproduction.md, "Which machines share the baseline's bits").
+"""The CPU code paths the computing stages pin, so that every x86-64 CPU with AVX2, Intel's and
+AMD's alike, computes the same bits (docs/reproduction.md, "Which machines share the baseline's
+bits").
 
-PyTorch picks its CPU kernels by the widest vector instructions the CPU has (AVX-512 or AVX2),
-and MKL, its matrix library, does the same; the kernels of each width add in another order. The
-stages ask both for AVX2, which every x86-64 CPU of the last decade has. Both libraries read
-these settings once, at their first computation, so a stage's script calls `pin` before it
-imports torch. Torch-free on purpose: the scripts call it before that import.
+PyTorch picks its CPU kernels by the widest vector instructions the CPU has (AVX-512 or AVX2);
+the stages ask for AVX2, which every x86-64 CPU of the last decade has. MKL, PyTorch's matrix
+library, picks its kernels by CPU model and vendor; the stages ask for its COMPATIBLE branch, the
+one Intel documents as giving the same results on Intel and other x86 CPUs (the AVX2 branch is
+Intel-only: AMD CPUs run MKL's own choice instead). That branch has no strict mode, so MKL also
+runs on one thread, which keeps its sums in one order whatever the number of cores. Both
+libraries read these settings once, at their first computation, so a stage's script calls `pin`
+before it imports torch. Torch-free on purpose: the scripts call it before that import.
 """
 
 import os
@@ -17,7 +21,7 @@ from fashion.errors import FashionError
 
 SWITCH = "FASHION_PORTABLE_CPU"  # 0 keeps the CPU's own, fastest code paths
 ATEN_LEVEL = "avx2"              # PyTorch's ATEN_CPU_CAPABILITY
-MKL_LEVEL = "AVX2"               # MKL's MKL_CBWR branch and MKL_ENABLE_INSTRUCTIONS cap
+MKL_BRANCH = "COMPATIBLE"        # MKL's MKL_CBWR branch
 # The x86 feature flags (as /proc/cpuinfo names them) that PyTorch needs for each kernel width.
 LEVELS = (("avx512", {"avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"}),
           ("avx2", {"avx2", "fma"}))
@@ -45,16 +49,18 @@ def wanted() -> bool:
     return switch(SWITCH, default=True) and own_capability() in ("avx2", "avx512")
 
 
-def mkl_cbwr(strict: bool) -> str:
-    """MKL's reproducibility setting: the pinned branch when the pin applies, else the CPU's own
-    (AUTO); STRICT adds thread-count independence (determinism.strict_matrix_products)."""
-    branch = MKL_LEVEL if wanted() else "AUTO"
-    return f"{branch},STRICT" if strict else branch
+def mkl_cbwr(threaded: bool) -> str:
+    """MKL's reproducibility setting: the pinned branch when the pin applies (MKL on one thread);
+    else the CPU's own (AUTO), strict where a stage runs MKL on several threads, so that their
+    number does not change the sums (determinism.threaded_matrix_products)."""
+    if wanted():
+        return MKL_BRANCH
+    return "AUTO,STRICT" if threaded else "AUTO"
 
 
 def pin() -> None:
-    """Set PyTorch's and MKL's code paths to AVX2 for this process and its children; nothing
-    when FASHION_PORTABLE_CPU=0 or the CPU has no AVX2. Must run before torch computes anything.
+    """Set PyTorch's and MKL's code paths for this process and its children; nothing when
+    FASHION_PORTABLE_CPU=0 or the CPU has no AVX2. Must run before torch computes anything.
 
     A bad value of the switch is left for the stage to refuse in one line (determinism.configure
     reads it again), since this runs before the stage's error handling.
@@ -65,6 +71,7 @@ def pin() -> None:
     except FashionError:
         return
     os.environ["ATEN_CPU_CAPABILITY"] = ATEN_LEVEL
-    # The CNR branch fixes MKL's kernels on Intel CPUs; the cap keeps the rest of MKL at AVX2 too.
-    os.environ["MKL_ENABLE_INSTRUCTIONS"] = MKL_LEVEL
-    os.environ["MKL_CBWR"] = mkl_cbwr(strict=False)
+    os.environ["MKL_CBWR"] = MKL_BRANCH
+    # MKL's matrix products on one thread; PyTorch's own kernels keep every core, which they
+    # would not under MKL_NUM_THREADS (PyTorch reads that as its own thread count too).
+    os.environ["MKL_DOMAIN_NUM_THREADS"] = "MKL_DOMAIN_BLAS=1"

@@ -43,20 +43,19 @@ THREADED_FROM_BATCH = 256  # CPU training below this batch size runs on one thre
 
 
 def configure_cpu(batch_size: int) -> None:
-    """One thread at small batches; every core from THREADED_FROM_BATCH on, MKL in strict mode.
+    """One thread at small batches; every core from THREADED_FROM_BATCH on.
 
     At small batches the operations are too small to split well: on an idle machine two threads
     gained little, and with the other core busy (a TensorBoard server, a second queued
     experiment, the figure worker starting) they made a step several times slower than one
     thread. One thread is as fast or faster up to a batch of 256, with half the CPU time, so two
     threads start there (docs/performance.md has the figures). From THREADED_FROM_BATCH on,
-    the train stage runs MKL in strict mode (determinism.strict_matrix_products), whatever the
-    number of cores, so that the results are the same for any count.
+    determinism.threaded_matrix_products keeps the results the same for any number of cores.
     """
     if batch_size < THREADED_FROM_BATCH:
         torch.set_num_threads(1)
     else:
-        determinism.strict_matrix_products()
+        determinism.threaded_matrix_products()
 
 
 class SGD:
@@ -164,8 +163,8 @@ def train(net, images, labels, *, lr: float, momentum: float, batch_size: int, e
     window, `on_log` gets the window's statistics and the last batch (see log_point_due).
     On a GPU the step is a CUDA graph unless `cuda_graph` is False (the eager reference).
     On several CPU threads at large batches the bits depend on the thread count unless the
-    process called determinism.strict_matrix_products before computing anything, as the train
-    stage does from THREADED_FROM_BATCH on.
+    process pinned its CPU code paths or called determinism.threaded_matrix_products before
+    computing anything, as the train stage does from THREADED_FROM_BATCH on.
     """
     device = images.device
     sgd = SGD(list(net.parameters()), lr, momentum)
