@@ -57,6 +57,34 @@ def test_the_build_context_leaves_out_git_venvs_caches_and_every_pipeline_output
     assert not ignored & {"dvc.lock", "metrics", "params.yaml", "dvc.yaml"}
 
 
+def docker_patterns(gitignore: str) -> set[str]:
+    """The .dockerignore patterns that leave out what the .gitignore at `gitignore` does: a
+    pattern with a slash is relative to that file's folder, one without matches at any depth."""
+    folder = Path(gitignore).parent.as_posix()
+    prefix = "" if folder == "." else f"{folder}/"
+    found = set()
+    for line in (ROOT / gitignore).read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert not line.startswith("!"), f"{gitignore}: a negation needs its own translation"
+            pattern = line.rstrip("/")
+            found.add(prefix + (pattern.lstrip("/") if "/" in pattern else f"**/{pattern}"))
+    return found
+
+
+def test_the_build_context_leaves_out_everything_git_ignores():
+    # What git ignores is a machine's own: DVC remote credentials (.dvc/config.local), the host
+    # records, venvs, reports. The image is built from the checkout, so it must leave them out too.
+    listed = subprocess.run(["git", "ls-files", "-z", "--", ".gitignore", "*/.gitignore"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")}
+    wanted = set().union(*(docker_patterns(name) for name in filter(None, listed.stdout.split("\0"))))
+    assert {".dvc/config.local", "metrics/provenance/*.host.json", "**/__pycache__"} <= wanted
+    assert sorted(wanted - ignored) == []
+
+
 def dry_run(target: str, **variables) -> list[str]:
     """The docker command `make TARGET` would run here, as an argument list."""
     settings = {"DOCKER": "docker", "DOCKER_USERNS": "", "DOCKER_RUN_ARGS": "",
@@ -161,13 +189,16 @@ def project_copy(destination: Path) -> Path:
     return destination
 
 
+def build(context: Path, tag: str) -> str:
+    build_args = shlex.split(os.environ.get("DOCKER_BUILD_ARGS", ""))
+    run([DOCKER, "build", *build_args, "-t", tag, str(context)], context, timeout=DOCKER_TIMEOUT)
+    return tag
+
+
 @pytest.fixture(scope="module")
 def image(runtime, tmp_path_factory) -> str:
     """The image built from a clean copy of the project: the files git tracks or would track."""
-    copy = project_copy(tmp_path_factory.mktemp("docker-context") / "project")
-    build_args = shlex.split(os.environ.get("DOCKER_BUILD_ARGS", ""))
-    run([DOCKER, "build", *build_args, "-t", TEST_IMAGE, str(copy)], copy, timeout=DOCKER_TIMEOUT)
-    return TEST_IMAGE
+    return build(project_copy(tmp_path_factory.mktemp("docker-context") / "project"), TEST_IMAGE)
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:
@@ -216,6 +247,38 @@ def test_the_image_holds_the_project_as_a_clean_git_repository_writable_by_any_u
     assert listed[0] == "changed 0"
     assert not any(name.startswith((".venv/", "data/fashion-mnist", "models/model.pt")) for name in listed)
     assert listed[-1] == "writable"
+
+
+def layers(image: str) -> list[str]:
+    done = run([DOCKER, "image", "inspect", "--format", "{{json .RootFS.Layers}}", image], ROOT)
+    return json.loads(done.stdout)
+
+
+@container_test
+def test_an_edit_to_the_code_rebuilds_only_the_project_layers_and_what_git_ignores_stays_out(
+        image, runtime, tmp_path):
+    project = project_copy(tmp_path / "project")
+    with open(project / "fashion/model.py", "a") as f:
+        f.write("# an edit\n")
+    ignored = [".dvc/config.local", "metrics/provenance/train.host.json", "reports/experiments.html",
+               ".venv-mutation/pyvenv.cfg", "fashion/__pycache__/model.cpython-311.pyc"]
+    for name in ignored:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("this machine's own\n")
+    edited = build(project, f"{TEST_IMAGE}-edited")
+    try:
+        before, after = layers(image), layers(edited)
+        shared = next((i for i, (a, b) in enumerate(itertools.zip_longest(before, after)) if a != b),
+                      len(before))
+        # The base, the venv and the user's set-up are reused; only the project's copy and commit
+        # are new.
+        assert (len(after), shared) == (len(before), len(before) - 2), (before, after)
+        script = (f'tail -n 1 fashion/model.py; for p in {" ".join(ignored)}; do [ -e "$p" ] && echo "$p"; '
+                  'done; true')
+        done = run([DOCKER, "run", "--rm", *runtime["args"], edited, "sh", "-c", script], ROOT, timeout=600)
+        assert done.stdout.splitlines() == ["# an edit"]
+    finally:
+        run([DOCKER, "rmi", edited], ROOT, check=False)
 
 
 @container_test
