@@ -124,6 +124,29 @@ def test_make_docker_repro_without_gpu_or_data_settings():
                     "-v", f"{ROOT}:/workspace", "some-image", "dvc", "repro"]
 
 
+def test_make_docker_build_names_the_commit_and_says_when_the_checkout_differs_from_it(tmp_path):
+    # The image carries the checkout's files as they are, so a label naming only the commit would
+    # vouch for edits and untracked files it does not hold.
+    repo = make_repo(tmp_path / "repo")
+
+    def source_commit() -> list[str]:
+        done = run(["make", "-s", "-n", "docker-build", "DOCKER=docker"], repo,
+                   {**MAKE_ENV, "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+        argv = shlex.split(done.stdout.replace("\\\n", " "))
+        return [v.split("=", 1)[1] for v in options(argv, "--build-arg") if v.startswith("SOURCE_COMMIT=")]
+
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert source_commit() == [head]
+    (repo / "notes.txt").write_text("untracked, yet in the image\n")
+    assert source_commit() == [f"{head}-dirty"]
+    (repo / "notes.txt").unlink()
+    with open(repo / "params.yaml", "a") as f:
+        f.write("# edited\n")
+    assert source_commit() == [f"{head}-dirty"]
+    shutil.rmtree(repo / ".git")
+    assert source_commit() == ["unknown"]
+
+
 def test_make_docker_test_and_tensorboard_commands(tmp_path):
     (tmp_path / "checksums.sha256").write_text("")
     argv = dry_run("docker-test", IMAGE="some-image", PYTEST_ARGS="-m 'not slow'",
