@@ -44,7 +44,8 @@ ENV VIRTUAL_ENV=/opt/venv
 ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 
 # pip's own settings for a package mirror, e.g. --build-arg PIP_INDEX_URL=https://mirror/simple
-# (the lock's hashes still decide what is accepted).
+# (the lock's hashes still decide what is accepted). No credentials in them: build arguments stay
+# in the image's history.
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_FIND_LINKS=
