@@ -242,21 +242,52 @@ def foreign_files(path: Path, uid: int, gid: int) -> list[str]:
     return found
 
 
-@container_test
-def test_the_image_alone_reproduces_the_pipeline_and_ends_with_the_verdict(image, runtime, tmp_path):
-    # Nothing mounted but the data: a synthetic mirror, not the baseline's data, so the run must
-    # end with a verdict that names what differs and exits 1.
-    mirror = tmp_path / "mirror"
+def readable_mirror(mirror: Path) -> Path:
+    """The synthetic dataset (the same bytes as conftest's) written to `mirror`, readable by any
+    uid; returns its checksum file."""
     checksums = synthetic.write(mirror)
     for path in [mirror, *mirror.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    done = run([DOCKER, "run", "--rm", *runtime["args"], "-v", f"{mirror}:/mirror:ro",
-                "-e", "FASHION_MNIST_MIRROR=/mirror", "-e", f"FASHION_MNIST_CHECKSUMS=/mirror/{checksums.name}",
-                image], tmp_path, check=False, timeout=3600)
+    return checksums
+
+
+def run_alone(image: str, runtime: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The image's default command with nothing mounted but a synthetic data mirror."""
+    checksums = readable_mirror(tmp_path / "mirror")
+    return run([DOCKER, "run", "--rm", *runtime["args"], "-v", f"{checksums.parent}:/mirror:ro",
+                "-e", "FASHION_MNIST_MIRROR=/mirror",
+                "-e", f"FASHION_MNIST_CHECKSUMS=/mirror/{checksums.name}", image],
+               tmp_path, check=False, timeout=3600)
+
+
+@container_test
+def test_the_image_alone_reproduces_the_pipeline_and_ends_with_the_verdict(image, runtime, tmp_path):
+    # The synthetic data is not the baseline's, so the run must end with a verdict that names
+    # what differs and exits 1.
+    done = run_alone(image, runtime, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     repro, verdict = done.stdout.rsplit("Running stage 'evaluate'", 1)
     assert "Running stage 'fetch'" in repro and "Running stage 'train'" in repro
     assert "HEAD's baseline" in verdict and "accuracy" in verdict, verdict
+
+
+@container_test
+def test_an_image_whose_baseline_this_platform_made_reports_bit_for_bit(image, runtime, pipeline, tmp_path):
+    # The baseline: the pipeline run on the host's venv on the synthetic data. The container's
+    # Python and host records differ from the host's; the verdict must still say bit for bit.
+    project = tmp_path / "project"
+    shutil.copytree(pipeline, project, symlinks=True)
+    for name in ("Dockerfile", ".dockerignore"):
+        shutil.copy2(ROOT / name, project / name)
+    assert (project / "metrics/provenance/train.host.json").exists()  # left out of the image
+    baseline = build(project, f"{TEST_IMAGE}-baseline")  # `image` built the shared layers
+    try:
+        done = run_alone(baseline, runtime, tmp_path)
+    finally:
+        run([DOCKER, "rmi", baseline], ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Running stage 'train'" in done.stdout
+    assert done.stdout.splitlines()[-1] == "reproduced bit for bit: 10 outputs"
 
 
 @container_test
@@ -320,9 +351,7 @@ def test_fast_tests_pass_inside_the_image_as_a_non_root_uid(image, runtime, tmp_
 def test_make_docker_repro_on_a_bind_mounted_clone_writes_only_files_of_its_uid(image, runtime, tmp_path):
     repo = make_repo(tmp_path / "repo")
     mirror = tmp_path / "mirror"
-    checksums = synthetic.write(mirror)
-    for path in [mirror, *mirror.iterdir()]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    checksums = readable_mirror(mirror)
     chown_tree(repo, *runtime["owner"])
     run(["make", "docker-repro", f"DOCKER={DOCKER}", f"IMAGE={image}", f"DOCKER_USER={runtime['user']}",
          f"DOCKER_USERNS={runtime['userns']}", f"DOCKER_RUN_ARGS={' '.join(runtime['args'])}",
