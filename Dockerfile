@@ -44,7 +44,8 @@ ENV VIRTUAL_ENV=/opt/venv
 ENV PATH="${VIRTUAL_ENV}/bin:${PATH}"
 
 # pip's own settings for a package mirror, e.g. --build-arg PIP_INDEX_URL=https://mirror/simple
-# (the lock's hashes still decide what is accepted).
+# (the lock's hashes still decide what is accepted). No credentials in them: build arguments stay
+# in the image's history.
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG PIP_EXTRA_INDEX_URL=
 ARG PIP_FIND_LINKS=
@@ -96,10 +97,11 @@ USER 1000:1000
 WORKDIR /workspace
 
 # The project last, so that an edit to it rebuilds only these layers. Its git repository is made
-# here, one commit of what the build context holds (.dockerignore leaves out .git, caches and the
-# pipeline's outputs): HEAD's dvc.lock and metrics/ are the baseline the verdict compares with,
+# here, one commit of what the build context holds (.dockerignore leaves out .git, caches, the
+# pipeline's outputs and what git ignores): HEAD's dvc.lock and metrics/ are the baseline the verdict compares with,
 # `git status` starts clean, and no history, remote or local git config of the builder's clone
-# comes along. SOURCE_COMMIT (make docker-build passes it) names the commit it was built from.
+# comes along. SOURCE_COMMIT (make docker-build passes it) names the commit it was built from,
+# with "-dirty" when the checkout held edits or untracked files.
 COPY --chown=1000:1000 . /workspace
 ARG SOURCE_COMMIT=unknown
 LABEL org.opencontainers.image.revision="${SOURCE_COMMIT}"

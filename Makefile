@@ -110,6 +110,10 @@ DOCKER_USER ?= $(shell id -u):$(shell id -g)
 DOCKER_USERNS ?= $(shell $(DOCKER) info --format '{{.Host.Security.Rootless}}' 2>/dev/null | \
 	grep -qx true && echo --userns=keep-id)
 DOCKER_RUN_ARGS ?=
+# The commit the image is built from, for its label and its own commit message; "-dirty" when the
+# checkout holds edits or untracked files, which go into the image too; "unknown" outside git.
+SOURCE_COMMIT = $(or $(shell git rev-parse -q --verify HEAD 2>/dev/null),unknown)$(if $(shell \
+	git status --porcelain 2>/dev/null),-dirty)
 DOCKER_DATA = $(if $(FASHION_MNIST_MIRROR)$(FASHION_MNIST_CHECKSUMS),$(shell python scripts/docker_data.py \
 	--mirror '$(FASHION_MNIST_MIRROR)' --checksums '$(FASHION_MNIST_CHECKSUMS)'))
 DOCKER_RUN = $(DOCKER) run --rm -u "$(DOCKER_USER)" $(DOCKER_USERNS) -v "$(CURDIR):/workspace" \
@@ -117,7 +121,7 @@ DOCKER_RUN = $(DOCKER) run --rm -u "$(DOCKER_USER)" $(DOCKER_USERNS) -v "$(CURDI
 .PHONY: docker-build docker-repro docker-test docker-tensorboard
 
 docker-build: ## Build the Docker image IMAGE, the project in it (TORCH_FLAVOUR=cpu for a CPU-only PyTorch)
-	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) --build-arg SOURCE_COMMIT=$(shell git rev-parse HEAD 2>/dev/null) \
+	$(DOCKER) build --build-arg TORCH_FLAVOUR=$(TORCH_FLAVOUR) --build-arg SOURCE_COMMIT=$(SOURCE_COMMIT) \
 		$(DOCKER_BUILD_ARGS) -t $(IMAGE) .
 
 docker-repro: ## Run dvc repro in the image on this checkout, with the GPU when there is one

@@ -57,6 +57,34 @@ def test_the_build_context_leaves_out_git_venvs_caches_and_every_pipeline_output
     assert not ignored & {"dvc.lock", "metrics", "params.yaml", "dvc.yaml"}
 
 
+def docker_patterns(gitignore: str) -> set[str]:
+    """The .dockerignore patterns that leave out what the .gitignore at `gitignore` does: a
+    pattern with a slash is relative to that file's folder, one without matches at any depth."""
+    folder = Path(gitignore).parent.as_posix()
+    prefix = "" if folder == "." else f"{folder}/"
+    found = set()
+    for line in (ROOT / gitignore).read_text().splitlines():
+        if line and not line.startswith("#"):
+            assert not line.startswith("!"), f"{gitignore}: a negation needs its own translation"
+            pattern = line.rstrip("/")
+            found.add(prefix + (pattern.lstrip("/") if "/" in pattern else f"**/{pattern}"))
+    return found
+
+
+def test_the_build_context_leaves_out_everything_git_ignores():
+    # What git ignores is a machine's own: DVC remote credentials (.dvc/config.local), the host
+    # records, venvs, reports. The image is built from the checkout, so it must leave them out too.
+    listed = subprocess.run(["git", "ls-files", "-z", "--", ".gitignore", "*/.gitignore"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    ignored = {line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")}
+    wanted = set().union(*(docker_patterns(name) for name in filter(None, listed.stdout.split("\0"))))
+    assert {".dvc/config.local", "metrics/provenance/*.host.json", "**/__pycache__"} <= wanted
+    assert sorted(wanted - ignored) == []
+
+
 def dry_run(target: str, **variables) -> list[str]:
     """The docker command `make TARGET` would run here, as an argument list."""
     settings = {"DOCKER": "docker", "DOCKER_USERNS": "", "DOCKER_RUN_ARGS": "",
@@ -94,6 +122,29 @@ def test_make_docker_repro_without_gpu_or_data_settings():
     argv = dry_run("docker-repro", IMAGE="some-image", DOCKER_GPUS="")
     assert argv == ["docker", "run", "--rm", "-u", f"{os.getuid()}:{os.getgid()}",
                     "-v", f"{ROOT}:/workspace", "some-image", "dvc", "repro"]
+
+
+def test_make_docker_build_names_the_commit_and_says_when_the_checkout_differs_from_it(tmp_path):
+    # The image carries the checkout's files as they are, so a label naming only the commit would
+    # vouch for edits and untracked files it does not hold.
+    repo = make_repo(tmp_path / "repo")
+
+    def source_commit() -> list[str]:
+        done = run(["make", "-s", "-n", "docker-build", "DOCKER=docker"], repo,
+                   {**MAKE_ENV, "GIT_CEILING_DIRECTORIES": str(tmp_path)})
+        argv = shlex.split(done.stdout.replace("\\\n", " "))
+        return [v.split("=", 1)[1] for v in options(argv, "--build-arg") if v.startswith("SOURCE_COMMIT=")]
+
+    head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    assert source_commit() == [head]
+    (repo / "notes.txt").write_text("untracked, yet in the image\n")
+    assert source_commit() == [f"{head}-dirty"]
+    (repo / "notes.txt").unlink()
+    with open(repo / "params.yaml", "a") as f:
+        f.write("# edited\n")
+    assert source_commit() == [f"{head}-dirty"]
+    shutil.rmtree(repo / ".git")
+    assert source_commit() == ["unknown"]
 
 
 def test_make_docker_test_and_tensorboard_commands(tmp_path):
@@ -161,13 +212,16 @@ def project_copy(destination: Path) -> Path:
     return destination
 
 
+def build(context: Path, tag: str) -> str:
+    build_args = shlex.split(os.environ.get("DOCKER_BUILD_ARGS", ""))
+    run([DOCKER, "build", *build_args, "-t", tag, str(context)], context, timeout=DOCKER_TIMEOUT)
+    return tag
+
+
 @pytest.fixture(scope="module")
 def image(runtime, tmp_path_factory) -> str:
     """The image built from a clean copy of the project: the files git tracks or would track."""
-    copy = project_copy(tmp_path_factory.mktemp("docker-context") / "project")
-    build_args = shlex.split(os.environ.get("DOCKER_BUILD_ARGS", ""))
-    run([DOCKER, "build", *build_args, "-t", TEST_IMAGE, str(copy)], copy, timeout=DOCKER_TIMEOUT)
-    return TEST_IMAGE
+    return build(project_copy(tmp_path_factory.mktemp("docker-context") / "project"), TEST_IMAGE)
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:
@@ -188,21 +242,52 @@ def foreign_files(path: Path, uid: int, gid: int) -> list[str]:
     return found
 
 
-@container_test
-def test_the_image_alone_reproduces_the_pipeline_and_ends_with_the_verdict(image, runtime, tmp_path):
-    # Nothing mounted but the data: a synthetic mirror, not the baseline's data, so the run must
-    # end with a verdict that names what differs and exits 1.
-    mirror = tmp_path / "mirror"
+def readable_mirror(mirror: Path) -> Path:
+    """The synthetic dataset (the same bytes as conftest's) written to `mirror`, readable by any
+    uid; returns its checksum file."""
     checksums = synthetic.write(mirror)
     for path in [mirror, *mirror.iterdir()]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    done = run([DOCKER, "run", "--rm", *runtime["args"], "-v", f"{mirror}:/mirror:ro",
-                "-e", "FASHION_MNIST_MIRROR=/mirror", "-e", f"FASHION_MNIST_CHECKSUMS=/mirror/{checksums.name}",
-                image], tmp_path, check=False, timeout=3600)
+    return checksums
+
+
+def run_alone(image: str, runtime: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The image's default command with nothing mounted but a synthetic data mirror."""
+    checksums = readable_mirror(tmp_path / "mirror")
+    return run([DOCKER, "run", "--rm", *runtime["args"], "-v", f"{checksums.parent}:/mirror:ro",
+                "-e", "FASHION_MNIST_MIRROR=/mirror",
+                "-e", f"FASHION_MNIST_CHECKSUMS=/mirror/{checksums.name}", image],
+               tmp_path, check=False, timeout=3600)
+
+
+@container_test
+def test_the_image_alone_reproduces_the_pipeline_and_ends_with_the_verdict(image, runtime, tmp_path):
+    # The synthetic data is not the baseline's, so the run must end with a verdict that names
+    # what differs and exits 1.
+    done = run_alone(image, runtime, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     repro, verdict = done.stdout.rsplit("Running stage 'evaluate'", 1)
     assert "Running stage 'fetch'" in repro and "Running stage 'train'" in repro
     assert "HEAD's baseline" in verdict and "accuracy" in verdict, verdict
+
+
+@container_test
+def test_an_image_whose_baseline_this_platform_made_reports_bit_for_bit(image, runtime, pipeline, tmp_path):
+    # The baseline: the pipeline run on the host's venv on the synthetic data. The container's
+    # Python and host records differ from the host's; the verdict must still say bit for bit.
+    project = tmp_path / "project"
+    shutil.copytree(pipeline, project, symlinks=True)
+    for name in ("Dockerfile", ".dockerignore"):
+        shutil.copy2(ROOT / name, project / name)
+    assert (project / "metrics/provenance/train.host.json").exists()  # left out of the image
+    baseline = build(project, f"{TEST_IMAGE}-baseline")  # `image` built the shared layers
+    try:
+        done = run_alone(baseline, runtime, tmp_path)
+    finally:
+        run([DOCKER, "rmi", baseline], ROOT, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Running stage 'train'" in done.stdout
+    assert done.stdout.splitlines()[-1] == "reproduced bit for bit: 10 outputs"
 
 
 @container_test
@@ -216,6 +301,38 @@ def test_the_image_holds_the_project_as_a_clean_git_repository_writable_by_any_u
     assert listed[0] == "changed 0"
     assert not any(name.startswith((".venv/", "data/fashion-mnist", "models/model.pt")) for name in listed)
     assert listed[-1] == "writable"
+
+
+def layers(image: str) -> list[str]:
+    done = run([DOCKER, "image", "inspect", "--format", "{{json .RootFS.Layers}}", image], ROOT)
+    return json.loads(done.stdout)
+
+
+@container_test
+def test_an_edit_to_the_code_rebuilds_only_the_project_layers_and_what_git_ignores_stays_out(
+        image, runtime, tmp_path):
+    project = project_copy(tmp_path / "project")
+    with open(project / "fashion/model.py", "a") as f:
+        f.write("# an edit\n")
+    ignored = [".dvc/config.local", "metrics/provenance/train.host.json", "reports/experiments.html",
+               ".venv-mutation/pyvenv.cfg", "fashion/__pycache__/model.cpython-311.pyc"]
+    for name in ignored:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("this machine's own\n")
+    edited = build(project, f"{TEST_IMAGE}-edited")
+    try:
+        before, after = layers(image), layers(edited)
+        shared = next((i for i, (a, b) in enumerate(itertools.zip_longest(before, after)) if a != b),
+                      len(before))
+        # The base, the venv and the user's set-up are reused; only the project's copy and commit
+        # are new.
+        assert (len(after), shared) == (len(before), len(before) - 2), (before, after)
+        script = (f'tail -n 1 fashion/model.py; for p in {" ".join(ignored)}; do [ -e "$p" ] && echo "$p"; '
+                  'done; true')
+        done = run([DOCKER, "run", "--rm", *runtime["args"], edited, "sh", "-c", script], ROOT, timeout=600)
+        assert done.stdout.splitlines() == ["# an edit"]
+    finally:
+        run([DOCKER, "rmi", edited], ROOT, check=False)
 
 
 @container_test
@@ -234,9 +351,7 @@ def test_fast_tests_pass_inside_the_image_as_a_non_root_uid(image, runtime, tmp_
 def test_make_docker_repro_on_a_bind_mounted_clone_writes_only_files_of_its_uid(image, runtime, tmp_path):
     repo = make_repo(tmp_path / "repo")
     mirror = tmp_path / "mirror"
-    checksums = synthetic.write(mirror)
-    for path in [mirror, *mirror.iterdir()]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    checksums = readable_mirror(mirror)
     chown_tree(repo, *runtime["owner"])
     run(["make", "docker-repro", f"DOCKER={DOCKER}", f"IMAGE={image}", f"DOCKER_USER={runtime['user']}",
          f"DOCKER_USERNS={runtime['userns']}", f"DOCKER_RUN_ARGS={' '.join(runtime['args'])}",
