@@ -9,12 +9,23 @@ ends with one line too: see quiet_ctrl_c_while_starting.
 """
 
 import functools
+import importlib.util
 import os
 import signal
 import sys
 from pathlib import Path
 
-import click
+# A stage run by a Python without the project's packages (`.venv/bin/dvc repro` with the shell's
+# python first on PATH) stops in one line saying what to do, not in a traceback; scripts import
+# this module first.
+_MISSING = [name for name in ("click", "numpy", "ruamel", "torch")
+            if importlib.util.find_spec(name) is None]
+if _MISSING:
+    sys.exit(f"Error: {sys.executable} has no {', '.join(_MISSING)}: run the stages with the "
+             "project's venv, through `make repro`, or `. .venv/bin/activate` first "
+             "(`make setup` creates it)")
+
+import click  # noqa: E402
 
 from fashion import fileio
 from fashion.errors import FashionError

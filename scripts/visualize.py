@@ -6,9 +6,8 @@ from pathlib import Path
 # Import fashion/ from this checkout, which is also right in the copies DVC runs experiments in.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fashion import cli, portable_cpu  # first: cli checks this Python has its packages
 import click
-
-from fashion import cli, portable_cpu
 
 if __name__ == "__main__":
     cli.quiet_ctrl_c_while_starting()  # the imports below load torch, a second's work

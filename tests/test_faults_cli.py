@@ -619,3 +619,15 @@ def test_an_interrupt_says_what_became_of_the_previous_outputs(tmp_path, under_d
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 130 and done.stderr == message, done.stderr
     assert not (tmp_path / "result.txt").exists()
+
+
+def test_a_python_without_the_projects_packages_is_told_in_one_line_to_use_the_venv(tmp_path):
+    # What `.venv/bin/dvc repro` does when the shell's own python comes first on PATH.
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    for stage in ("fetch", "visualize", "train", "evaluate"):
+        done = subprocess.run([str(bare / "bin/python"), str(ROOT / f"scripts/{stage}.py")],
+                              cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                              timeout=60)
+        assert_failed(done, "has no click, numpy, ruamel, torch", ". .venv/bin/activate")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare"]
