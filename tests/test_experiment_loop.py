@@ -1,6 +1,7 @@
 """The experiment loop on real DVC experiments: make compare, make baseline, make report."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -111,9 +112,20 @@ def test_baseline_restores_head_s_results_and_leaves_other_work_alone(loop, pipe
     edited = (repo / "fashion/model.py").read_text() + "# an edit of mine\n"
     (repo / "fashion/model.py").write_text(edited)
     (repo / "notes.txt").write_text("mine\n")
-    # What DVC 3.67 can leave after a stage that fails at once: git takes an edited params.yaml
-    # for unchanged (here through the index's own flag), and `git status` does not list it.
-    git(repo, "update-index", "--assume-unchanged", "params.yaml")
+    # What DVC 3.67 can leave after a stage that fails at once: params.yaml rewritten in place
+    # with the size and time that git's index holds for HEAD's, so that git takes it for
+    # unchanged and `git status` does not list it. (Its ctime cannot be set back: git is told
+    # not to trust ctimes.)
+    params = repo / "params.yaml"
+    rewritten = params.read_bytes()
+    git(repo, "config", "core.trustctime", "false")
+    git(repo, "checkout", "HEAD", "--", "params.yaml")
+    os.utime(params, (1e9, 1e9))  # older than the index, so git does not check its content
+    git(repo, "add", "params.yaml")
+    assert params.stat().st_size == len(rewritten)
+    with params.open("r+b") as f:  # the same inode
+        f.write(rewritten)
+    os.utime(params, (1e9, 1e9))
     assert "params.yaml" not in git(repo, "status", "--porcelain")
     assert snapshot(repo) != snapshot(pipeline)
 
