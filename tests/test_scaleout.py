@@ -83,6 +83,15 @@ def test_a_third_machine_collects_both_and_sees_them_in_exp_show_and_tensorboard
     labels, uncached, _ = experiments.gather(laptop, out)
     assert (sorted(labels), uncached) == (["main (baseline)", "sweep-0 (lr=0.01)",
                                            "sweep-1 (lr=0.05)"], [])
+    compared = run([sys.executable, str(ROOT / "scripts/compare.py"), "--repo", str(laptop)],
+                   laptop, env).stdout.splitlines()
+    names = sorted(row[3:].split()[0] for row in compared[1:compared.index("")])
+    assert names == ["main", "sweep-0", "sweep-1"]
+    page = run([sys.executable, str(ROOT / "scripts/report.py"), "--repo", str(laptop)], laptop,
+               env)
+    assert page.stderr == ""  # every experiment's plot data is here: none left undrawn
+    text = Path(page.stdout.splitlines()[-1]).read_text()
+    assert all(f"<figcaption>{label}</figcaption>" in text for label in labels)
 
 
 @pytest.mark.slow
@@ -125,6 +134,13 @@ def test_outputs_in_no_cache_are_named_with_what_to_do(shared, env):
     assert not (shared["root"] / "none").exists()
     assert sorted(experiments.gather(laptop, shared["root"] / "none-either")[1]) == [
         "main (baseline)", "sweep-0 (lr=0.01)", "sweep-1 (lr=0.05)"]
+    page = run([sys.executable, str(ROOT / "scripts/report.py"), "--repo", str(laptop)], laptop,
+               env)
+    warning, named = page.stderr.rstrip("\n").rsplit(": ", 1)  # named in the table's order
+    assert warning == ("Warning: not drawn, outputs not in the DVC cache (`dvc pull`, or `dvc exp "
+                       "pull REMOTE NAME` for an experiment)")
+    assert sorted(named.split(", ")) == ["main (baseline)", "sweep-0 (lr=0.01)",
+                                         "sweep-1 (lr=0.05)"]
 
 
 @pytest.mark.slow
