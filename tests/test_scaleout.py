@@ -66,6 +66,8 @@ def shared(pipeline, env, tmp_path_factory) -> dict:
 def test_each_task_reports_its_experiment_by_name(shared):
     assert [err.strip().splitlines()[-1] for _, err in shared["tasks"]] == [
         "task 0: sweep-0 (lr=0.01): pushed to origin", "task 1: sweep-1 (lr=0.05): pushed to origin"]
+    # Nothing in the log says the outputs still need pushing: `dvc push` sent them first.
+    assert not any("--no-cache" in out + err for out, err in shared["tasks"])
 
 
 @pytest.mark.slow
@@ -75,6 +77,7 @@ def test_a_third_machine_collects_both_and_sees_them_in_exp_show_and_tensorboard
     assert_failed(done, "pulled 2 of 3: sweep-0, sweep-1",
                   "Error: origin lacks the experiments of these tasks (failed, or not finished; "
                   "their logs say which): task 2: sweep-2 (lr=1e30)")
+    assert "No experiments to pull" not in done.stdout + done.stderr
     rows = json.loads(dvc(laptop, env, "exp", "show", "--json").stdout)
     shown = {rev["name"]: rev["data"]["params"]["params.yaml"]["data"]["lr"]
              for row in rows for group in (row.get("experiments") or []) for rev in group["revs"]}
