@@ -87,7 +87,8 @@ def show(repo: Path) -> list[dict]:
                           capture_output=True, text=True)
     if done.returncode != 0:
         # DVC ends some errors with a support footer: its ERROR line is the one that says why.
-        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+        errors = [line.removeprefix("ERROR: ") for line in done.stderr.splitlines()
+                  if line.startswith("ERROR")]
         raise FashionError(f"`dvc exp show` failed: "
                            f"{errors[-1] if errors else f'exit status {done.returncode}'}")
     return json.loads(done.stdout)
