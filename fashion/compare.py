@@ -130,21 +130,38 @@ def text_table(rows: list[Row], wide: bool = False, width: int = WIDTH) -> str:
     return "\n".join(out)
 
 
-def notes(rows: list[Row], unfinished: list[str]) -> list[str]:
+def _results(e: Experiment) -> str:
+    return json.dumps([e.deps, e.metrics.get(EVALUATE), e.metrics.get(TRAIN)], sort_keys=True)
+
+
+def unlisted(listing: Listing) -> bool:
+    """Whether the workspace holds results that no row shows: those of a `dvc repro` that no
+    experiment recorded. (`dvc exp run` and `dvc exp apply` leave an experiment's there.)"""
+    workspace = listing.workspace
+    return (workspace is not None and workspace.metric(EVALUATE, "accuracy") is not None
+            and _results(workspace) not in {_results(e) for e in listing.finished})
+
+
+def notes(rows: list[Row], listing: Listing) -> list[str]:
     """What the table's marks mean, and what it leaves out."""
     said = ["* best test accuracy. Finished: when the experiment was committed (HEAD, for the "
             "baseline), not how long it trained: no metric records training time. Code: edited "
             "where the code differed from the baseline commit's."]
     said += [f"Same params and code as {r.experiment.name}: {', '.join(r.same)}"
              for r in rows if r.same]
-    if unfinished:
+    if listing.unfinished:
         said.append("Not shown, queued, running or failed (`dvc queue status`): "
-                    + ", ".join(unfinished))
+                    + ", ".join(listing.unfinished))
+    if unlisted(listing):
+        said.append("Not shown, the workspace's own results (test accuracy "
+                    f"{_number(listing.workspace.metric(EVALUATE, 'accuracy'))}), of a run that "
+                    "no experiment recorded (`dvc repro`): `dvc exp save` keeps them as an "
+                    "experiment, `make baseline` discards them.")
     return said
 
 
 def report(listing: Listing, wide: bool = False) -> str:
     table = rows(listing.finished)
     said = [textwrap.fill(note, WIDTH, break_on_hyphens=False, subsequent_indent="  ")
-            for note in notes(table, listing.unfinished)]
+            for note in notes(table, listing)]
     return "\n".join([text_table(table, wide), "", *said])

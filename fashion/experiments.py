@@ -64,6 +64,7 @@ def changes(params: dict) -> str:
 class Listing:
     finished: list[Experiment]  # the baseline commit first, then its finished experiments
     unfinished: list[str]  # names of queued, running and failed experiments
+    workspace: Experiment | None = None  # the results in the workspace, committed or not
 
 
 def _data(revision: dict, kind: str) -> dict:
@@ -86,7 +87,8 @@ def show(repo: Path) -> list[dict]:
                           capture_output=True, text=True)
     if done.returncode != 0:
         # DVC ends some errors with a support footer: its ERROR line is the one that says why.
-        errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+        errors = [line.removeprefix("ERROR: ") for line in done.stderr.splitlines()
+                  if line.startswith("ERROR")]
         raise FashionError(f"`dvc exp show` failed: "
                            f"{errors[-1] if errors else f'exit status {done.returncode}'}")
     return json.loads(done.stdout)
@@ -94,8 +96,10 @@ def show(repo: Path) -> list[dict]:
 
 def load(repo: Path) -> Listing:
     """The baseline commit and its experiments, from `dvc exp show --json`."""
-    finished, unfinished = [], []
+    finished, unfinished, workspace = [], [], None
     for row in show(repo):
+        if row.get("rev") == "workspace" and row.get("data"):
+            workspace = _experiment(row, "workspace", {})
         if row.get("rev") == "workspace" or not row.get("data"):
             continue
         base = _data(row, "params").get("params.yaml", {}).get("data") or {}
@@ -110,7 +114,7 @@ def load(repo: Path) -> Listing:
                     unfinished.append(name)
                 elif revision.get("data"):
                     finished.append(_experiment(revision, name, base))
-    return Listing(finished, unfinished)
+    return Listing(finished, unfinished, workspace)
 
 
 def list_experiments(repo: Path) -> list[Experiment]:

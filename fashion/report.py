@@ -188,7 +188,7 @@ def page(repo: Path, listing: experiments.Listing) -> tuple[str, list[str]]:
             drawn.append((row.experiment.label, read(repo, row.experiment.rev)))
         except experiments.NotCached:
             uncached.append(row.experiment)
-    notes = [html.escape(note) for note in compare.notes(table, listing.unfinished)]
+    notes = [html.escape(note) for note in compare.notes(table, listing)]
     if uncached:
         notes.append('<span class="note">Not drawn, their outputs are not in the local DVC '
                      "cache: " + html.escape(", ".join(e.label for e in uncached))

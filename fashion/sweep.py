@@ -102,7 +102,8 @@ def run_task(repo: Path, point: Point, git_remote: str) -> None:
         # the git ref: `dvc exp push` does it the other way round, so a failed upload would leave
         # an experiment on the git remote whose outputs are nowhere.
         dvc(repo, "push")
-        dvc(repo, "exp", "push", "--no-cache", git_remote, point.name)
+        # Its output only advises pushing the outputs again, which `dvc push` has just done.
+        dvc(repo, "exp", "push", "--no-cache", git_remote, point.name, capture=True)
     except FashionError as exc:
         raise FashionError(f"{point} failed: {exc}") from None
 
@@ -145,7 +146,8 @@ def collect(repo: Path, points: list[Point], git_remote: str) -> dict[str, list[
     pushed = remote_experiments(repo, git_remote)
     found = [p for p in points if p.name in pushed]
     if found:
-        dvc(repo, "exp", "pull", "--force", git_remote, *[p.name for p in found])
+        # Captured: with --force, DVC 3.67 says "No experiments to pull." having pulled them.
+        dvc(repo, "exp", "pull", "--force", git_remote, *[p.name for p in found], capture=True)
     uncached = [p for p in found if outputs_in_no_cache(repo, p.name)]
     return {"pulled": [p for p in found if p not in uncached], "uncached": uncached,
             "missing": [p for p in points if p.name not in pushed]}

@@ -41,7 +41,7 @@ def test_the_same_params_and_code_are_shown_once_and_named():
                                     edited=True, time="12:07", lr=0.01)])
     assert [(r.experiment.name, r.same) for r in rows] == [
         ("first", ("again",)), ("edited", ()), ("main", ("rerun-of-baseline",))]
-    notes = compare.notes(rows, ["queued-one"])
+    notes = compare.notes(rows, Listing([], ["queued-one"]))
     assert "Same params and code as first: again" in notes
     assert "Same params and code as main: rerun-of-baseline" in notes
     assert notes[-1].endswith("(`dvc queue status`): queued-one")
@@ -68,3 +68,21 @@ def test_the_narrow_table_fits_100_columns_and_wraps_the_changed_params():
 def test_make_compare_all_is_the_wide_view():
     assert make_dry_run("compare")[-1].rstrip() == "python scripts/compare.py"
     assert make_dry_run("compare", "ALL=1")[-1] == "python scripts/compare.py --all"
+
+
+def test_results_in_the_workspace_that_no_row_shows_are_named():
+    main, slow = experiment("main", 0.84, baseline=True), experiment("slow", 0.8, lr=0.01)
+    repro = experiment("workspace", 0.86, lr=0.002)  # a `dvc repro` after editing params.yaml
+
+    def said(workspace):
+        listing = Listing([main, slow], [], workspace)
+        return compare.notes(compare.rows(listing.finished), listing)[-1]
+
+    assert said(repro) == ("Not shown, the workspace's own results (test accuracy 0.8600), of a "
+                           "run that no experiment recorded (`dvc repro`): `dvc exp save` keeps "
+                           "them as an experiment, `make baseline` discards them.")
+    # What `dvc exp run`, `dvc exp apply` and `make baseline` leave: an experiment's results.
+    for workspace in (slow, main, None):
+        assert not said(workspace).startswith("Not shown, the workspace")
+    edited = experiment("workspace", 0.8, code={**CODE, "fashion/model.py": "bbb"}, lr=0.01)
+    assert said(edited).startswith("Not shown, the workspace")  # same numbers, other code

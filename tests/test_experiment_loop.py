@@ -1,6 +1,7 @@
 """The experiment loop on real DVC experiments: make compare, make baseline, make report."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -66,6 +67,44 @@ def test_compare_ranks_every_distinct_experiment_in_100_columns(loop, env):
     assert {"seed", "lr", "batch_size", "Macro", "Steps", "Device"} <= set(header)
 
 
+def compared(repo: Path, env: dict) -> tuple[dict[str, str], str]:
+    """`make compare`'s rows as name -> Code column, and its notes."""
+    done = script("compare", repo, env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    rows = lines[1:lines.index("")]
+    return {row[3:].split("  ")[0]: row.split()[-1] for row in rows if row[3:4] != " "}, \
+        "\n".join(lines[lines.index(""):])
+
+
+def test_compare_shows_uncommitted_code_and_results_no_experiment_recorded(loop, env, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(loop, repo, symlinks=True)
+    model = repo / "fashion/model.py"
+    committed = model.read_text()
+    model.write_text(committed + "# an uncommitted edit\n")
+    dvc(repo, env, "exp", "run", "-S", "lr=0.01", "--name", "slow-edited")
+    code, notes = compared(repo, env)
+    # The same params as slow, other code: a row of its own, marked.
+    assert code == {"main (baseline)": "commit", "slow": "commit", "b8": "commit",
+                    "slow-edited": "edited"}
+    assert "the workspace" not in notes  # it holds slow-edited's results
+
+    model.write_text(committed)
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("lr: 0.01\n", "lr: 0.03\n"))
+    dvc(repo, env, "repro")
+    accuracy = json.loads((repo / "metrics/evaluate.json").read_text())["accuracy"]
+    code, notes = compared(repo, env)
+    assert set(code) == {"main (baseline)", "slow", "b8", "slow-edited"}
+    assert (f"Not shown, the workspace's own results (test accuracy {accuracy:.4f}), of a run "
+            "that no experiment recorded (`dvc repro`): `dvc exp save` keeps them as an "
+            "experiment, `make baseline` discards them.") in " ".join(notes.split())
+    dvc(repo, env, "exp", "save", "--name", "saved")
+    code, notes = compared(repo, env)
+    assert code["saved"] == "commit" and "the workspace" not in notes
+
+
 def test_baseline_restores_head_s_results_and_leaves_other_work_alone(loop, pipeline, env,
                                                                       tmp_path):
     repo = tmp_path / "repo"
@@ -73,9 +112,20 @@ def test_baseline_restores_head_s_results_and_leaves_other_work_alone(loop, pipe
     edited = (repo / "fashion/model.py").read_text() + "# an edit of mine\n"
     (repo / "fashion/model.py").write_text(edited)
     (repo / "notes.txt").write_text("mine\n")
-    # What DVC 3.67 can leave after a stage that fails at once: git takes an edited params.yaml
-    # for unchanged (here through the index's own flag), and `git status` does not list it.
-    git(repo, "update-index", "--assume-unchanged", "params.yaml")
+    # What DVC 3.67 can leave after a stage that fails at once: params.yaml rewritten in place
+    # with the size and time that git's index holds for HEAD's, so that git takes it for
+    # unchanged and `git status` does not list it. (Its ctime cannot be set back: git is told
+    # not to trust ctimes.)
+    params = repo / "params.yaml"
+    rewritten = params.read_bytes()
+    git(repo, "config", "core.trustctime", "false")
+    git(repo, "checkout", "HEAD", "--", "params.yaml")
+    os.utime(params, (1e9, 1e9))  # older than the index, so git does not check its content
+    git(repo, "add", "params.yaml")
+    assert params.stat().st_size == len(rewritten)
+    with params.open("r+b") as f:  # the same inode
+        f.write(rewritten)
+    os.utime(params, (1e9, 1e9))
     assert "params.yaml" not in git(repo, "status", "--porcelain")
     assert snapshot(repo) != snapshot(pipeline)
 

@@ -476,7 +476,7 @@ def test_tensorboard_binds_loopback_unless_host_is_given_on_the_command_line(
 def test_gathering_experiments_outside_a_dvc_repository_is_one_line(tmp_path):
     done = stage("tensorboard_exps", tmp_path, "--out", "logs", "--no-serve")
     line = one_line(done)
-    assert_failed(done, "`dvc exp show` failed: ERROR: you are not inside of a DVC repository")
+    assert_failed(done, "Error: `dvc exp show` failed: you are not inside of a DVC repository")
     assert "[" not in line and not (tmp_path / "logs").exists()
 
 

@@ -66,6 +66,8 @@ def shared(pipeline, env, tmp_path_factory) -> dict:
 def test_each_task_reports_its_experiment_by_name(shared):
     assert [err.strip().splitlines()[-1] for _, err in shared["tasks"]] == [
         "task 0: sweep-0 (lr=0.01): pushed to origin", "task 1: sweep-1 (lr=0.05): pushed to origin"]
+    # Nothing in the log says the outputs still need pushing: `dvc push` sent them first.
+    assert not any("--no-cache" in out + err for out, err in shared["tasks"])
 
 
 @pytest.mark.slow
@@ -75,6 +77,7 @@ def test_a_third_machine_collects_both_and_sees_them_in_exp_show_and_tensorboard
     assert_failed(done, "pulled 2 of 3: sweep-0, sweep-1",
                   "Error: origin lacks the experiments of these tasks (failed, or not finished; "
                   "their logs say which): task 2: sweep-2 (lr=1e30)")
+    assert "No experiments to pull" not in done.stdout + done.stderr
     rows = json.loads(dvc(laptop, env, "exp", "show", "--json").stdout)
     shown = {rev["name"]: rev["data"]["params"]["params.yaml"]["data"]["lr"]
              for row in rows for group in (row.get("experiments") or []) for rev in group["revs"]}
@@ -83,6 +86,15 @@ def test_a_third_machine_collects_both_and_sees_them_in_exp_show_and_tensorboard
     labels, uncached, _ = experiments.gather(laptop, out)
     assert (sorted(labels), uncached) == (["main (baseline)", "sweep-0 (lr=0.01)",
                                            "sweep-1 (lr=0.05)"], [])
+    compared = run([sys.executable, str(ROOT / "scripts/compare.py"), "--repo", str(laptop)],
+                   laptop, env).stdout.splitlines()
+    names = sorted(row[3:].split()[0] for row in compared[1:compared.index("")])
+    assert names == ["main", "sweep-0", "sweep-1"]
+    page = run([sys.executable, str(ROOT / "scripts/report.py"), "--repo", str(laptop)], laptop,
+               env)
+    assert page.stderr == ""  # every experiment's plot data is here: none left undrawn
+    text = Path(page.stdout.splitlines()[-1]).read_text()
+    assert all(f"<figcaption>{label}</figcaption>" in text for label in labels)
 
 
 @pytest.mark.slow
@@ -125,6 +137,13 @@ def test_outputs_in_no_cache_are_named_with_what_to_do(shared, env):
     assert not (shared["root"] / "none").exists()
     assert sorted(experiments.gather(laptop, shared["root"] / "none-either")[1]) == [
         "main (baseline)", "sweep-0 (lr=0.01)", "sweep-1 (lr=0.05)"]
+    page = run([sys.executable, str(ROOT / "scripts/report.py"), "--repo", str(laptop)], laptop,
+               env)
+    warning, named = page.stderr.rstrip("\n").rsplit(": ", 1)  # named in the table's order
+    assert warning == ("Warning: not drawn, outputs not in the DVC cache (`dvc pull`, or `dvc exp "
+                       "pull REMOTE NAME` for an experiment)")
+    assert sorted(named.split(", ")) == ["main (baseline)", "sweep-0 (lr=0.01)",
+                                         "sweep-1 (lr=0.05)"]
 
 
 @pytest.mark.slow
