@@ -299,20 +299,21 @@ def outputs() -> Iterator[Outputs]:
     staged = Outputs()
     try:
         yield staged
+        with _signals_held() as held, staged._parents_locked():
+            try:
+                staged._replace_all()
+                # The one moment that decides: a signal held before it undoes the replacement,
+                # one after it (while the work directories go) finds the outputs new and leaves
+                # them.
+                if held.received:
+                    staged._put_back()
+                else:
+                    held.replaced = True
+            finally:
+                staged._remove_work()
     except BaseException:
-        staged._remove_work()
+        staged._remove_work()  # also after a Ctrl-C in the instant before the signals were held
         raise
-    with _signals_held() as held, staged._parents_locked():
-        try:
-            staged._replace_all()
-            # The one moment that decides: a signal held before it undoes the replacement, one
-            # after it (while the work directories go) finds the outputs new and leaves them.
-            if held.received:
-                staged._put_back()
-            else:
-                held.replaced = True
-        finally:
-            staged._remove_work()
 
 
 @contextlib.contextmanager

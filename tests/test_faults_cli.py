@@ -639,6 +639,39 @@ main()
 """
 
 
+SIGNAL_BEFORE_HOLDING = """
+import os, signal
+import click
+from fashion import cli, fileio
+
+held = fileio._signals_held
+
+def interrupted_first():  # Ctrl-C in the instant between the block's end and the holding
+    os.kill(os.getpid(), signal.SIGINT)
+    return held()
+
+fileio._signals_held = interrupted_first
+
+@click.command()
+@cli.stage_command
+def main():
+    with fileio.outputs() as out:
+        out.file("result.txt", b"new")
+
+main()
+"""
+
+
+def test_an_interrupt_just_before_the_signals_are_held_leaves_no_work_directory(tmp_path):
+    (tmp_path / "result.txt").write_bytes(b"previous")
+    done = subprocess.run([sys.executable, "-c", SIGNAL_BEFORE_HOLDING], cwd=tmp_path,
+                          env=clean_env(PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=30)
+    assert_failed(done, "Interrupted; this stage replaced none of its outputs.", code=130)
+    assert (tmp_path / "result.txt").read_bytes() == b"previous"
+    assert_no_leftovers(tmp_path)
+
+
 @pytest.mark.parametrize("under_dvc, message", [
     (False, "Interrupted; this stage replaced none of its outputs.\n"),
     (True, "Interrupted; this stage wrote none of its outputs, and DVC had removed the previous "
