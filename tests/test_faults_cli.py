@@ -91,7 +91,7 @@ def test_a_data_file_changed_since_fetch_is_refused_by_name(work, script, name, 
     damage(work / "data/fashion-mnist" / name)
     done = stage(script, work)
     assert_failed(done, f"data/fashion-mnist/{name} does not match its checksum in SHA256SUMS",
-                  "run `dvc checkout` or `dvc repro --force fetch`")
+                  "run `dvc checkout --force data/fashion-mnist` or `dvc repro --force fetch`")
     one_line(done)
     assert_absent(work, outputs)
 
@@ -434,7 +434,8 @@ def test_evaluate_refuses_a_bad_weights_file_in_one_line(work, write, message):
     write(path)
     done = stage("evaluate", work)
     assert_failed(done, f"Error: models/model.pt {message}",
-                  "restore it with `dvc checkout` or retrain with `dvc repro --force --single-item train`")
+                  "restore it with `dvc checkout --force models/model.pt` or retrain with "
+                  "`dvc repro --force --single-item train`")
     one_line(done)
     assert not (work / "models/code-ran").exists(), "loading the weights ran code"
     assert_absent(work, EVALUATE_OUTPUTS)

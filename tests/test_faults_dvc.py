@@ -157,3 +157,21 @@ def test_a_damaged_cache_copy_is_named_and_each_advice_given_repairs_it(tmp_path
         assert (repo / damaged).read_bytes() == good, advice
         run([python, "scripts/evaluate.py"], repo, env)
         assert_cache_intact(repo)
+
+
+@pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
+                         ids=["model", "data"])
+def test_a_damaged_workspace_file_is_restored_by_the_checkout_advice(tmp_path, env, damaged):
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    good = (repo / damaged).read_bytes()
+    (repo / damaged).write_bytes(good[:-100])  # the cache copy stays intact
+    python = env["PATH"].split(":")[0] + "/python"
+    done = run([python, "scripts/evaluate.py"], repo, env, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    checkout, = [command for command in re.findall(r"`([^`]+)`", done.stderr)
+                 if command.startswith("dvc checkout")]
+    dvc(repo, env, *checkout.split()[1:])
+    assert (repo / damaged).read_bytes() == good
+    run([python, "scripts/evaluate.py"], repo, env)
