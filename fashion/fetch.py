@@ -6,14 +6,18 @@ directory appears only when all four are verified, with a SHA256SUMS manifest be
 """
 
 import base64
+import contextlib
 import http.client
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -198,7 +202,8 @@ def _http_get(source: Source, filename: str, timeout: float, max_bytes: int,
                     raise _Rejected(f"sent more than the limit of {max_bytes} bytes; cut off")
                 chunks.append(chunk)
                 bar.update(len(chunk))
-                deadline.check(received)
+                deadline.received = received
+                deadline.check()
         if total and received != total:
             raise _Transient(f"download broke off after {received} of {total} bytes")
         return b"".join(chunks)
@@ -206,19 +211,49 @@ def _http_get(source: Source, filename: str, timeout: float, max_bytes: int,
 
 @dataclass
 class _Deadline:
-    """The time one file may take from one source, checked after each read (a read can add up to
-    --timeout to it)."""
+    """The time one file may take from one source, retries included."""
     seconds: float
     start: float = 0.0
+    received: int = 0  # bytes of the body so far, for the message
 
     def __post_init__(self):
         self.start = time.monotonic()
 
-    def check(self, received: int = 0) -> None:
+    def check(self) -> None:
         elapsed = time.monotonic() - self.start
-        if elapsed > self.seconds:
-            raise _TooSlow(f"too slow: {received} bytes in {elapsed:.0f} s, past the deadline of "
-                           f"{self.seconds:g} s per file (--deadline)")
+        if elapsed >= self.seconds:
+            raise _TooSlow(f"too slow: {self.received} bytes in {elapsed:.0f} s, past the deadline "
+                           f"of {self.seconds:g} s per file (--deadline)")
+
+    @contextlib.contextmanager
+    def enforced(self) -> Iterator[None]:
+        """Raise _TooSlow in the block the moment the deadline passes, whatever it waits for.
+
+        A server that sends a byte now and then never lets a read time out, in its headers as
+        in its body, and urllib reads the headers where no check between reads can reach; an
+        alarm signal interrupts the read itself. Only the main thread receives signals: in
+        another the deadline is checked after each read of the body only.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def expired(signum, frame):
+            self.check()
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        began = time.monotonic()
+        # An alarm already set (a test runner's timeout) is set again afterwards, for what is left.
+        earlier, _ = signal.setitimer(signal.ITIMER_REAL,
+                                      max(self.seconds - (began - self.start), 0.001))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if earlier:
+                signal.setitimer(signal.ITIMER_REAL,
+                                 max(earlier - (time.monotonic() - began), 0.001))
 
 
 def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes: int,
@@ -234,17 +269,18 @@ def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes
         except OSError as exc:  # unreadable here; another source may do
             raise _Rejected(exc.strerror or str(exc)) from None
     deadline = _Deadline(deadline_s)
-    for attempt in range(retries + 1):
-        try:
-            return _http_get(source, filename, timeout, max_bytes, deadline)
-        except _Transient as exc:
-            if attempt == retries:
-                tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
-                raise _Unreachable(f"{exc} ({tries})") from None
-            delay = BACKOFF * 2**attempt
-            click.echo(f"{source.name(filename)}: {exc}; retrying in {delay:g} s", err=True)
-            time.sleep(delay)
-            deadline.check()
+    with deadline.enforced():
+        for attempt in range(retries + 1):
+            try:
+                return _http_get(source, filename, timeout, max_bytes, deadline)
+            except _Transient as exc:
+                if attempt == retries:
+                    tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+                    raise _Unreachable(f"{exc} ({tries})") from None
+                delay = BACKOFF * 2**attempt
+                click.echo(f"{source.name(filename)}: {exc}; retrying in {delay:g} s", err=True)
+                time.sleep(delay)
+                deadline.check()
     raise AssertionError("unreachable")
 
 

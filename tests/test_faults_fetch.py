@@ -384,10 +384,12 @@ def test_a_refused_mirror_is_shown_without_its_password(tmp_path, dataset, sourc
 
 # --- a source too slow overall ------------------------------------------------------------------
 
-def test_a_dripping_mirror_is_given_up_at_the_deadline_for_the_next(tmp_path, dataset, good):
+@pytest.mark.parametrize("fault", [fs.dripping, fs.dripping_headers], ids=["body", "headers"])
+def test_a_dripping_mirror_is_given_up_at_the_deadline_for_the_next(tmp_path, dataset, good,
+                                                                      fault):
     _, checksums = dataset
     mirror, _ = dataset
-    with fs.Mirror(mirror, {"*": fs.dripping}) as slow:
+    with fs.Mirror(mirror, {"*": fault}) as slow:
         start = time.monotonic()
         done = fetch(tmp_path, checksums, slow.url, good.url, args=["--deadline", "2"])
         elapsed = time.monotonic() - start
