@@ -46,7 +46,9 @@ LOCAL_COPY = ("a directory or URL holding the four .gz files, for example "
               "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
 
 
-_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+# Up to the last @ before a space or quote: a password may hold an @, or a / that ends the host
+# early, typed without percent-encoding.
+_USERINFO = re.compile(r"(?<=://)[^\s'\"]*@")
 
 
 def redact(text: str) -> str:
@@ -82,12 +84,15 @@ def parse_sources(text: str | None) -> list[Source]:
             parts = urlsplit(item)
             parts.port  # raises ValueError for a port that is not a number from 0 to 65535
         except ValueError as exc:
-            raise FetchError(redact(f"mirror {item!r} is not a valid URL ({exc}); "
-                                    f"{SOURCES_HINT}")) from None
+            raise FetchError(f"mirror {redact(item)!r} is not a valid URL ({_invalid(item, exc)}); "
+                             f"{SOURCES_HINT}") from None
         scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
             if not parts.hostname:
                 raise FetchError(redact(f"mirror {item!r} names no host; {SOURCES_HINT}"))
+            if "@" in item and "@" not in parts.netloc:
+                # user:pa/ss@host would send the request to the host "user" and show the password.
+                raise FetchError(f"mirror {redact(item)!r} has an @ after its host: {_ENCODE}")
             # A space or a non-ASCII letter in the path is sent percent-encoded, as a browser would.
             path = quote(parts.path.rstrip("/") + "/", safe="/%:@!$&'()*+,;=~")
             # user:password@ goes into a header urllib sends to this host only, never a message.
@@ -98,7 +103,7 @@ def parse_sources(text: str | None) -> list[Source]:
                 credentials = f"{unquote(user)}:{unquote(password)}".encode()
                 authorization = "Basic " + base64.b64encode(credentials).decode()
             location = urlunsplit(parts._replace(netloc=host, path=path))
-            shown = urlunsplit(parts._replace(netloc=f"***@{host}" if userinfo else host, path=path))
+            shown = redact(urlunsplit(parts._replace(path=path)))
             sources.append(Source(location, True, authorization, shown))
         elif scheme == "file":
             # file://usr/share/... (two slashes) parses as host "usr": refuse it rather than
@@ -112,6 +117,24 @@ def parse_sources(text: str | None) -> list[Source]:
         else:
             sources.append(Source(item, False))
     return sources
+
+
+_ENCODE = ("a / ? # in its user name or password, or an @ in its path, must be percent-encoded: "
+           "%2F %3F %23 %40")
+
+
+def _invalid(item: str, exc: ValueError) -> str:
+    """Why `item` is not a URL, in words that hold no part of its password: the parser's own
+    reason can quote one (an unencoded / in it ends the host early, and the rest is taken for a
+    port), so the reason is that of the URL with its user name and password taken out."""
+    shown = redact(item)
+    if shown == item:
+        return str(exc)
+    try:
+        urlsplit(shown).port
+    except ValueError as without:
+        return str(without)
+    return _ENCODE
 
 
 def expected_checksums(path: str | None) -> dict[str, str]:
