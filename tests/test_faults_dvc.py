@@ -175,3 +175,14 @@ def test_a_damaged_workspace_file_is_restored_by_the_checkout_advice(tmp_path, e
     dvc(repo, env, *checkout.split()[1:])
     assert (repo / damaged).read_bytes() == good
     run([python, "scripts/evaluate.py"], repo, env)
+
+
+def test_the_documented_reproduction_of_dvc_s_chmod_shows_it(tmp_path, env):
+    # The troubleshooting page says what DVC does to a directory an output is symlinked to; this
+    # runs its reproduction, so that the page changes when DVC does.
+    script = re.search(r"A minimal reproduction of the chmod.*?```sh\n(.*?)```",
+                       (ROOT / "docs/troubleshooting.md").read_text(), re.DOTALL)[1]
+    done = run(["bash", "-c", script], tmp_path, {**env, "DVC_NO_ANALYTICS": "1"}, check=False)
+    printed = re.findall(r"^(\d{3})$", done.stdout, re.MULTILINE)
+    assert printed == ["755", "777", "777"], done.stdout + done.stderr
+    assert oct((tmp_path / "outside").stat().st_mode & 0o777) == "0o777"
