@@ -243,10 +243,13 @@ class _Deadline:
         self.start = time.monotonic()
 
     def check(self) -> None:
+        if time.monotonic() - self.start >= self.seconds:
+            raise self._passed()
+
+    def _passed(self) -> "_TooSlow":
         elapsed = time.monotonic() - self.start
-        if elapsed >= self.seconds:
-            raise _TooSlow(f"too slow: {self.received} bytes in {elapsed:.0f} s, past the deadline "
-                           f"of {self.seconds:g} s per file (--deadline)")
+        return _TooSlow(f"too slow: {self.received} bytes in {elapsed:.0f} s, past the deadline "
+                        f"of {self.seconds:g} s per file (--deadline)")
 
     @contextlib.contextmanager
     def enforced(self) -> Iterator[None]:
@@ -262,7 +265,7 @@ class _Deadline:
             return
 
         def expired(signum, frame):
-            self.check()
+            raise self._passed()  # not check(): the alarm's clock may run a hair ahead of ours
 
         previous = signal.signal(signal.SIGALRM, expired)
         began = time.monotonic()
