@@ -3,11 +3,13 @@ way failures reach the user.
 
 A FashionError or an OSError (a path that cannot be read or written) prints one line and exits 1;
 Ctrl-C exits 130 and SIGTERM 143, after the stage's staged outputs are cleaned up, unless they
-came after every output had been replaced: then the stage exits 0 and says so. FASHION_DEBUG=1
+came after every output had been replaced: then the stage exits 0 and says so, or, once Python
+has begun to exit, ignores them. FASHION_DEBUG=1
 shows the traceback instead. Ctrl-C before the command starts, while the script imports torch,
 ends with one line too: see quiet_ctrl_c_while_starting.
 """
 
+import atexit
 import functools
 import importlib.util
 import os
@@ -83,9 +85,19 @@ def _finished(signum, frame):
     os._exit(0)
 
 
+def _ignore_interrupts() -> None:
+    for signum in fileio.INTERRUPTS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _ignore_interrupts_once_outputs_are_replaced() -> None:
     for signum in fileio.INTERRUPTS:
         signal.signal(signum, _finished)
+    # Once Python starts to exit it runs no more handlers and sets these signals back to their
+    # default, which kills the process (exit status -2) while it tears down its modules, most of
+    # a second after torch was loaded; an ignored signal stays ignored through that.
+    atexit.unregister(_ignore_interrupts)
+    atexit.register(_ignore_interrupts)
 
 
 def stage_command(func=None, *, ends_with_outputs: bool = True):

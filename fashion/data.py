@@ -99,7 +99,8 @@ def read_verified(data_dir: Path, name: str) -> bytes:
         if damaged:
             raise DataError(damaged)
         raise DataError(f"{path} does not match its checksum in {MANIFEST} (changed or truncated "
-                        "since it was fetched): run `dvc checkout` or `dvc repro --force fetch`")
+                        f"since it was fetched): run `dvc checkout --force {data_dir}` or `dvc "
+                        "repro --force fetch`")
     return data
 
 

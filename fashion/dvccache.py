@@ -11,6 +11,7 @@ damaged cache file, then rebuild it or pull it.
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,11 +86,13 @@ def damaged_copy(path: str | Path, content: bytes) -> str | None:
         return None
     if not damaged:
         return None
-    shown = os.path.relpath(cache)
+    shown = shlex.quote(os.path.relpath(cache))
+    # The workspace copy goes too: DVC remembers its hash as the one recorded, so a `dvc pull`
+    # would fetch an intact cache copy and leave the damaged file in place as up to date.
     return (f"{path} comes from a damaged DVC cache copy ({shown} no longer has the hash "
-            f"dvc.lock records, so `dvc checkout` brings the damage back): delete it with "
-            f"`rm -f {shown}`, then rebuild it with `dvc repro --force --single-item "
-            f"{record.stage}` or fetch an intact copy with `dvc pull {record.out}`")
+            f"dvc.lock records, so `dvc checkout` brings the damage back): delete both with "
+            f"`rm -f {shown} {shlex.quote(str(path))}`, then rebuild it with `dvc repro --force "
+            f"--single-item {record.stage}` or fetch an intact copy with `dvc pull {record.out}`")
 
 
 def refuse_a_damaged_copy(path: Path) -> None:

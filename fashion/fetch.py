@@ -6,14 +6,18 @@ directory appears only when all four are verified, with a SHA256SUMS manifest be
 """
 
 import base64
+import contextlib
 import http.client
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -42,7 +46,9 @@ LOCAL_COPY = ("a directory or URL holding the four .gz files, for example "
               "/usr/share/datasets/fashion-mnist from Debian's dataset-fashion-mnist")
 
 
-_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+# Up to the last @ before a space or quote: a password may hold an @, or a / that ends the host
+# early, typed without percent-encoding.
+_USERINFO = re.compile(r"(?<=://)[^\s'\"]*@")
 
 
 def redact(text: str) -> str:
@@ -78,12 +84,15 @@ def parse_sources(text: str | None) -> list[Source]:
             parts = urlsplit(item)
             parts.port  # raises ValueError for a port that is not a number from 0 to 65535
         except ValueError as exc:
-            raise FetchError(redact(f"mirror {item!r} is not a valid URL ({exc}); "
-                                    f"{SOURCES_HINT}")) from None
+            raise FetchError(f"mirror {redact(item)!r} is not a valid URL ({_invalid(item, exc)}); "
+                             f"{SOURCES_HINT}") from None
         scheme = parts.scheme.lower()
         if scheme in ("http", "https"):
             if not parts.hostname:
                 raise FetchError(redact(f"mirror {item!r} names no host; {SOURCES_HINT}"))
+            if "@" in item and "@" not in parts.netloc:
+                # user:pa/ss@host would send the request to the host "user" and show the password.
+                raise FetchError(f"mirror {redact(item)!r} has an @ after its host: {_ENCODE}")
             # A space or a non-ASCII letter in the path is sent percent-encoded, as a browser would.
             path = quote(parts.path.rstrip("/") + "/", safe="/%:@!$&'()*+,;=~")
             # user:password@ goes into a header urllib sends to this host only, never a message.
@@ -94,7 +103,7 @@ def parse_sources(text: str | None) -> list[Source]:
                 credentials = f"{unquote(user)}:{unquote(password)}".encode()
                 authorization = "Basic " + base64.b64encode(credentials).decode()
             location = urlunsplit(parts._replace(netloc=host, path=path))
-            shown = urlunsplit(parts._replace(netloc=f"***@{host}" if userinfo else host, path=path))
+            shown = redact(urlunsplit(parts._replace(path=path)))
             sources.append(Source(location, True, authorization, shown))
         elif scheme == "file":
             # file://usr/share/... (two slashes) parses as host "usr": refuse it rather than
@@ -108,6 +117,24 @@ def parse_sources(text: str | None) -> list[Source]:
         else:
             sources.append(Source(item, False))
     return sources
+
+
+_ENCODE = ("a / ? # in its user name or password, or an @ in its path, must be percent-encoded: "
+           "%2F %3F %23 %40")
+
+
+def _invalid(item: str, exc: ValueError) -> str:
+    """Why `item` is not a URL, in words that hold no part of its password: the parser's own
+    reason can quote one (an unencoded / in it ends the host early, and the rest is taken for a
+    port), so the reason is that of the URL with its user name and password taken out."""
+    shown = redact(item)
+    if shown == item:
+        return str(exc)
+    try:
+        urlsplit(shown).port
+    except ValueError as without:
+        return str(without)
+    return _ENCODE
 
 
 def expected_checksums(path: str | None) -> dict[str, str]:
@@ -198,7 +225,8 @@ def _http_get(source: Source, filename: str, timeout: float, max_bytes: int,
                     raise _Rejected(f"sent more than the limit of {max_bytes} bytes; cut off")
                 chunks.append(chunk)
                 bar.update(len(chunk))
-                deadline.check(received)
+                deadline.received = received
+                deadline.check()
         if total and received != total:
             raise _Transient(f"download broke off after {received} of {total} bytes")
         return b"".join(chunks)
@@ -206,19 +234,52 @@ def _http_get(source: Source, filename: str, timeout: float, max_bytes: int,
 
 @dataclass
 class _Deadline:
-    """The time one file may take from one source, checked after each read (a read can add up to
-    --timeout to it)."""
+    """The time one file may take from one source, retries included."""
     seconds: float
     start: float = 0.0
+    received: int = 0  # bytes of the body so far, for the message
 
     def __post_init__(self):
         self.start = time.monotonic()
 
-    def check(self, received: int = 0) -> None:
+    def check(self) -> None:
+        if time.monotonic() - self.start >= self.seconds:
+            raise self._passed()
+
+    def _passed(self) -> "_TooSlow":
         elapsed = time.monotonic() - self.start
-        if elapsed > self.seconds:
-            raise _TooSlow(f"too slow: {received} bytes in {elapsed:.0f} s, past the deadline of "
-                           f"{self.seconds:g} s per file (--deadline)")
+        return _TooSlow(f"too slow: {self.received} bytes in {elapsed:.0f} s, past the deadline "
+                        f"of {self.seconds:g} s per file (--deadline)")
+
+    @contextlib.contextmanager
+    def enforced(self) -> Iterator[None]:
+        """Raise _TooSlow in the block the moment the deadline passes, whatever it waits for.
+
+        A server that sends a byte now and then never lets a read time out, in its headers as
+        in its body, and urllib reads the headers where no check between reads can reach; an
+        alarm signal interrupts the read itself. Only the main thread receives signals: in
+        another the deadline is checked after each read of the body only.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def expired(signum, frame):
+            raise self._passed()  # not check(): the alarm's clock may run a hair ahead of ours
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        began = time.monotonic()
+        # An alarm already set (a test runner's timeout) is set again afterwards, for what is left.
+        earlier, _ = signal.setitimer(signal.ITIMER_REAL,
+                                      max(self.seconds - (began - self.start), 0.001))
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if earlier:
+                signal.setitimer(signal.ITIMER_REAL,
+                                 max(earlier - (time.monotonic() - began), 0.001))
 
 
 def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes: int,
@@ -234,17 +295,18 @@ def _read(source: Source, filename: str, timeout: float, retries: int, max_bytes
         except OSError as exc:  # unreadable here; another source may do
             raise _Rejected(exc.strerror or str(exc)) from None
     deadline = _Deadline(deadline_s)
-    for attempt in range(retries + 1):
-        try:
-            return _http_get(source, filename, timeout, max_bytes, deadline)
-        except _Transient as exc:
-            if attempt == retries:
-                tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
-                raise _Unreachable(f"{exc} ({tries})") from None
-            delay = BACKOFF * 2**attempt
-            click.echo(f"{source.name(filename)}: {exc}; retrying in {delay:g} s", err=True)
-            time.sleep(delay)
-            deadline.check()
+    with deadline.enforced():
+        for attempt in range(retries + 1):
+            try:
+                return _http_get(source, filename, timeout, max_bytes, deadline)
+            except _Transient as exc:
+                if attempt == retries:
+                    tries = "1 attempt" if attempt == 0 else f"{attempt + 1} attempts"
+                    raise _Unreachable(f"{exc} ({tries})") from None
+                delay = BACKOFF * 2**attempt
+                click.echo(f"{source.name(filename)}: {exc}; retrying in {delay:g} s", err=True)
+                time.sleep(delay)
+                deadline.check()
     raise AssertionError("unreachable")
 
 

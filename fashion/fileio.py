@@ -249,34 +249,42 @@ after_outputs: Callable[[], None] | None = None
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
+@dataclass
+class _Held:
+    """The signals held back so far, and whether the outputs are final."""
+    received: list[int]
+    # Set the moment the replacement is complete and stays: a signal held after it came too late
+    # to undo anything, so it must not be reported as having stopped the stage.
+    replaced: bool = False
+
+
 @contextlib.contextmanager
-def _signals_held() -> Iterator[list]:
+def _signals_held() -> Iterator[_Held]:
     """Hold SIGINT and SIGTERM back while the block runs, then deliver them.
 
     Python runs signal handlers between two bytecodes of the main thread, so a Ctrl-C could land
     between two renames of a replacement, or between two of the renames that undo it; held, it
     arrives once every output is in a consistent state. Only the main thread may set handlers;
-    elsewhere the block runs as it is. When the block succeeds with nothing received and
-    `after_outputs` is set, it replaces the handlers instead of the previous ones coming back.
+    elsewhere the block runs as it is. When the block marks its outputs `replaced` and
+    `after_outputs` is set, the signals go to the handlers after_outputs installs instead of the
+    previous ones, whether they came before the block ended or come later.
     """
-    received: list[int] = []
+    held = _Held([])
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield held
         return
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.received.append(signum))
                 for signum in INTERRUPTS}
-    succeeded = False
     try:
-        yield received
-        succeeded = True
+        yield held
     finally:
-        if succeeded and not received and after_outputs is not None:
+        if held.replaced and after_outputs is not None:
             after_outputs()
         else:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            for signum in received:
-                signal.raise_signal(signum)
+        for signum in held.received:
+            signal.raise_signal(signum)
 
 
 @contextlib.contextmanager
@@ -285,21 +293,27 @@ def outputs() -> Iterator[Outputs]:
 
     A Ctrl-C or SIGTERM that arrives while they replace each other is held until they are all new,
     then undoes the replacement and is raised: an interrupted stage has replaced none of its
-    outputs, whenever the interrupt came.
+    outputs. One that arrives after that, while the work directories are removed, leaves the new
+    outputs in place and goes to after_outputs' handlers where it is set.
     """
     staged = Outputs()
     try:
         yield staged
+        with _signals_held() as held, staged._parents_locked():
+            try:
+                staged._replace_all()
+                # The one moment that decides: a signal held before it undoes the replacement,
+                # one after it (while the work directories go) finds the outputs new and leaves
+                # them.
+                if held.received:
+                    staged._put_back()
+                else:
+                    held.replaced = True
+            finally:
+                staged._remove_work()
     except BaseException:
-        staged._remove_work()
+        staged._remove_work()  # also after a Ctrl-C in the instant before the signals were held
         raise
-    with _signals_held() as received, staged._parents_locked():
-        try:
-            staged._replace_all()
-            if received:
-                staged._put_back()
-        finally:
-            staged._remove_work()
 
 
 @contextlib.contextmanager

@@ -55,7 +55,9 @@ def save(net: Net, path: str | Path) -> None:
 def load(path: str | Path) -> Net:
     """Load weights saved by `save`. weights_only=True: a weights file cannot run code."""
     path = Path(path)
-    retrain = "restore it with `dvc checkout` or retrain with `dvc repro --force --single-item train`"
+    # --force: DVC will not overwrite a file that differs from its record without it.
+    retrain = (f"restore it with `dvc checkout --force {path}` or retrain with `dvc repro --force "
+               "--single-item train`")
     try:
         content = path.read_bytes()
     except FileNotFoundError:

@@ -190,6 +190,17 @@ def dripping(handler, body):
             return
 
 
+def dripping_headers(handler, body):
+    """A status line, then one header a byte every 0.2 s, never ending: the client is still
+    reading headers, before any of the body, and no read times out."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    handler.wfile.flush()
+    while not handler.server.mirror.stopping.wait(0.2):
+        handler.wfile.write(b"a")
+        handler.wfile.flush()
+        handler.server.mirror.sent += 1
+
+
 def status(code: int) -> Fault:
     def fault(handler, body):
         handler.send_error(code)

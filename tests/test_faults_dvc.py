@@ -111,39 +111,78 @@ def test_the_documented_recipe_returns_to_the_commit_after_a_refused_experiment(
     assert json.loads(dvc(repo, env, "status", "--json").stdout) == {}
 
 
-@pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
-                         ids=["model", "data"])
-def test_a_damaged_cache_copy_is_named_and_the_advice_given_repairs_it(tmp_path, env, damaged):
-    repo = make_repo(tmp_path / "repo")
-    dvc(repo, env, "repro")
-    commit(repo, "baseline")
-    good = (repo / damaged).read_bytes()
-    # A byte changed on disk in the cache copy (a bad sector, a stray write), near the end: in
-    # the model, inside a tensor, so that the file still loads.
-    lock = YAML(typ="safe").load((repo / "dvc.lock").read_text())
+def damage_the_cache_copy(repo, path: str, good: bytes) -> bytes:
+    """Change a byte on disk in the cache copy of `path`, whose intact content is `good` (a bad
+    sector, a stray write), near the end: in the model, inside a tensor. Returns the damaged
+    content."""
     digest = hashlib.md5(good).hexdigest()
-    assert any(digest == out["md5"] or out["md5"].endswith(".dir")
-               for stage in lock["stages"].values() for out in stage.get("outs", []))
     cache = repo / ".dvc/cache/files/md5" / digest[:2] / digest[2:]
+    mode = cache.stat().st_mode
     cache.chmod(0o644)
     content = bytearray(cache.read_bytes())
     content[-200] ^= 0xFF
     cache.write_bytes(bytes(content))
-    # What the user did first: `dvc checkout` brings the damaged copy back, and says nothing.
-    run(["rm", "-rf", damaged], repo)
-    dvc(repo, env, "checkout")
-    assert (repo / damaged).read_bytes() == bytes(content)
+    cache.chmod(mode)  # as a bad sector leaves it: DVC takes a read-only cache file as intact
+    return bytes(content)
 
-    done = run([env["PATH"].split(":")[0] + "/python", "scripts/evaluate.py"], repo, env, check=False)
+
+@pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
+                         ids=["model", "data"])
+def test_a_damaged_cache_copy_is_named_and_each_advice_given_repairs_it(tmp_path, env, damaged):
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    dvc(repo, env, "remote", "add", "-d", "store", str(tmp_path / "store"))
+    dvc(repo, env, "push")  # an intact copy elsewhere, for the `dvc pull` advice
+    good = (repo / damaged).read_bytes()
+    python = env["PATH"].split(":")[0] + "/python"
+    for advice in ("rebuild", "pull"):
+        content = damage_the_cache_copy(repo, damaged, good)
+        # What a user does first: `dvc checkout` brings the damaged copy back and says nothing.
+        run(["rm", "-rf", damaged], repo)
+        dvc(repo, env, "checkout")
+        assert (repo / damaged).read_bytes() == content
+        assert dvc(repo, env, "status").stdout.strip() == "Data and pipelines are up to date."
+
+        done = run([python, "scripts/evaluate.py"], repo, env, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        message = done.stderr.strip()
+        assert message.startswith(f"Error: {damaged} comes from a damaged DVC cache copy"), message
+        # The advice, followed to the letter: remove, then one of the two ways back.
+        _, remove, rebuild, pull = re.findall(r"`([^`]+)`", message)
+        assert remove.startswith("rm -f .dvc/cache/") and remove.endswith(f" {damaged}")
+        assert rebuild.startswith("dvc repro --force --single-item ") and pull.startswith("dvc pull ")
+        run(remove.split(), repo)
+        dvc(repo, env, *(rebuild if advice == "rebuild" else pull).split()[1:])
+        assert (repo / damaged).read_bytes() == good, advice
+        run([python, "scripts/evaluate.py"], repo, env)
+        assert_cache_intact(repo)
+
+
+@pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
+                         ids=["model", "data"])
+def test_a_damaged_workspace_file_is_restored_by_the_checkout_advice(tmp_path, env, damaged):
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    good = (repo / damaged).read_bytes()
+    (repo / damaged).write_bytes(good[:-100])  # the cache copy stays intact
+    python = env["PATH"].split(":")[0] + "/python"
+    done = run([python, "scripts/evaluate.py"], repo, env, check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    message = done.stderr.strip()
-    assert message.startswith(f"Error: {damaged} comes from a damaged DVC cache copy"), message
-    # The advice, followed to the letter.
-    commands = re.findall(r"`([^`]+)`", message)
-    remove, rebuild = commands[1], commands[2]
-    assert remove.startswith("rm -f ") and rebuild.startswith("dvc repro --force --single-item ")
-    run(remove.split(), repo)
-    dvc(repo, env, *rebuild.split()[1:])
+    checkout, = [command for command in re.findall(r"`([^`]+)`", done.stderr)
+                 if command.startswith("dvc checkout")]
+    dvc(repo, env, *checkout.split()[1:])
     assert (repo / damaged).read_bytes() == good
-    run([env["PATH"].split(":")[0] + "/python", "scripts/evaluate.py"], repo, env)
-    assert_cache_intact(repo)
+    run([python, "scripts/evaluate.py"], repo, env)
+
+
+def test_the_documented_reproduction_of_dvc_s_chmod_shows_it(tmp_path, env):
+    # The troubleshooting page says what DVC does to a directory an output is symlinked to; this
+    # runs its reproduction, so that the page changes when DVC does.
+    script = re.search(r"A minimal reproduction of the chmod.*?```sh\n(.*?)```",
+                       (ROOT / "docs/troubleshooting.md").read_text(), re.DOTALL)[1]
+    done = run(["bash", "-c", script], tmp_path, {**env, "DVC_NO_ANALYTICS": "1"}, check=False)
+    printed = re.findall(r"^(\d{3})$", done.stdout, re.MULTILINE)
+    assert printed == ["755", "777", "777"], done.stdout + done.stderr
+    assert oct((tmp_path / "outside").stat().st_mode & 0o777) == "0o777"

@@ -121,3 +121,27 @@ def test_a_mirror_that_never_answers_times_out_and_is_skipped(tmp_path, dataset,
     fetched(tmp_path / "out", checksums)
     assert (f"{silent.url}{data.FILES[0]}.gz: timed out (1 attempt); trying the next source"
             in capsys.readouterr().err)
+
+
+def test_the_deadline_in_this_process_gives_up_dripping_headers_and_keeps_an_earlier_alarm(
+        tmp_path, dataset, capsys):
+    import signal
+
+    def earlier(signum, frame):
+        raise AssertionError("the earlier alarm went off")
+
+    mirror, checksums = dataset
+    previous = signal.signal(signal.SIGALRM, earlier)
+    signal.setitimer(signal.ITIMER_REAL, 60)
+    try:
+        with fs.Mirror(mirror, {"*": fs.dripping_headers}) as slow, fs.Mirror(mirror) as good:
+            fetch.run(dest=tmp_path / "out", mirror=f"{slow.url},{good.url}",
+                      checksums=str(checksums), timeout=5, retries=0, deadline=1)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert signal.getsignal(signal.SIGALRM) is earlier
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 50 < left < 60  # set again for what was left of it
+    fetched(tmp_path / "out", checksums)
+    assert "past the deadline of 1 s per file" in capsys.readouterr().err
