@@ -113,3 +113,60 @@ def test_a_binary_mode_sha256sum_file_is_read(tmp_path):
     assert "*a-file" in text
     assert data.parse_checksums(text, "sums") == {"a-file": hashlib.sha256(b"one").hexdigest(),
                                                   "b-file": hashlib.sha256(b"two").hexdigest()}
+
+
+def test_checksum_files_allow_indented_comments_and_name_themselves_in_errors(tmp_path):
+    text = f"  # made by sha256sum\n{'a' * 64}  train-images-idx3-ubyte\n"
+    assert data.parse_checksums(text, "f") == {"train-images-idx3-ubyte": "a" * 64}
+    path = tmp_path / "sums"
+    path.write_text("abc  file\n")
+    with pytest.raises(DataError) as refused:
+        data.read_checksums(path)
+    assert str(refused.value) == f"{path}, line 1: expected '<sha256 hex>  <file name>', got 'abc  file'"
+    path.write_bytes(b"\x1f\x8b\x08\x00")  # a .gz given by mistake
+    with pytest.raises(DataError) as refused:
+        data.read_checksums(path)
+    assert str(refused.value) == f"{path} is not a sha256sum-format text file (byte 1 is not UTF-8)"
+
+
+def test_each_problem_with_a_fetched_file_is_one_sentence_saying_what_to_run(tmp_path, data_dir):
+    def refusal(split="train"):
+        with pytest.raises(DataError) as refused:
+            data.load_split(data_dir, split)
+        return str(refused.value)
+
+    with pytest.raises(DataError) as refused:
+        data.load_split(tmp_path / "none", "train")
+    assert str(refused.value) == (f"{tmp_path / 'none'} holds no fetched dataset (SHA256SUMS missing): "
+                                  "run `dvc repro fetch` first")
+    images = data_dir / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-1])
+    assert refusal() == (f"{images} does not match its checksum in SHA256SUMS (changed or truncated "
+                         f"since it was fetched): run `dvc checkout --force {data_dir}` or `dvc repro --force fetch`")
+    images.unlink()
+    assert refusal() == f"{images} is missing: run `dvc repro --force fetch`"
+    manifest = data_dir / data.MANIFEST
+    manifest.write_text("".join(line + "\n" for line in manifest.read_text().splitlines()
+                                if "t10k-labels" not in line))
+    assert refusal("test") == f"{manifest} has no checksum for t10k-labels-idx1-ubyte: run `dvc repro --force fetch`"
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"\x00\x00",                          # too short for the magic number
+    b"\x00\x00\x09\x01" + b"\x00" * 8,          # signed bytes (0x09), not unsigned
+    b"\x00\x00\x08\x04" + b"\x00\x00\x00\x01" * 4 + b"\x00",  # four dimensions
+], ids=["empty", "short", "signed", "4-d"])
+def test_what_is_not_an_idx_file_of_unsigned_bytes_is_refused_by_name(data_dir, content):
+    (data_dir / "train-labels-idx1-ubyte").write_bytes(content)
+    manifest = data.read_checksums(data_dir / data.MANIFEST)
+    manifest["train-labels-idx1-ubyte"] = data.sha256(content)
+    (data_dir / data.MANIFEST).write_text(data.format_checksums(manifest))
+    with pytest.raises(DataError) as refused:
+        data.load_split(data_dir, "train")
+    assert str(refused.value) == "train-labels-idx1-ubyte is not an IDX file of unsigned bytes"
+
+
+def test_a_header_alone_is_too_short_not_foreign():
+    with pytest.raises(DataError) as refused:
+        data.parse_idx(b"\x00\x00\x08\x01", "x")
+    assert str(refused.value) == "x: 4 bytes, too few for the header of an IDX file"

@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -142,7 +143,13 @@ def test_the_stage_s_outputs_agree_with_a_plain_forward_pass(tmp_path, data_dir)
         # TensorBoard's rows: true and false positives, ... at each threshold, the lowest first.
         counts = tensor_util.make_ndarray(pr[name][0][1].tensor)
         assert (counts[0, 0], counts[1, 0]) == ((labels == c).sum(), (labels != c).sum())
-    assert json.loads((out / "prov.json").read_text())["device"] == "cpu"
+    record = json.loads((out / "prov.json").read_text())
+    assert record["device"] == "cpu"
+    assert record["params_sha256"] == hashlib.sha256(b'{"device": "cpu"}').hexdigest()
+    # A second run replaces the outputs of the first, per-class files included.
+    first = {p.name: p.read_bytes() for p in (out / "pr").iterdir()}
+    evaluate(tmp_path, data_dir, net)
+    assert {p.name: p.read_bytes() for p in (out / "pr").iterdir()} == first
 
 
 def test_a_model_whose_outputs_are_not_finite_is_refused_and_writes_nothing(tmp_path, data_dir):

@@ -183,26 +183,6 @@ def test_gathering_without_serving_needs_somewhere_to_keep_the_logs(env):
     assert "Traceback" not in done.stderr
 
 
-def test_run_names_are_short_distinct_and_readable(tmp_path):
-    from fashion.experiments import NAME_BYTES, run_name
-
-    long_value = "x" * 300
-    labels = [f"exp-a (lr={long_value}1)", f"exp-a (lr={long_value}2)", "main (baseline)",
-              "a/b (seed=1)", "..", "é" * 200, "é" * 200 + "!"]
-    taken: set[str] = set()
-    names = []
-    for label in labels:
-        name = run_name(label, taken)
-        taken.add(name)
-        names.append(name)
-        (tmp_path / name).mkdir()  # a name the file system takes
-    assert len(set(names)) == len(labels)
-    assert all(len(name.encode()) <= NAME_BYTES for name in names)
-    assert names[0].startswith("exp-a (lr=xxxx") and names[2] == "main (baseline)"
-    assert names[3] == "a_b (seed=1)"
-    assert run_name("main (baseline)", {"main (baseline)"}) != "main (baseline)"
-
-
 def test_one_experiment_that_cannot_be_copied_is_left_out_with_a_warning(with_experiments, env,
                                                                         tmp_path, monkeypatch):
     from fashion import experiments as gathering

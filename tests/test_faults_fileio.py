@@ -6,10 +6,12 @@ away and the new one is not yet in place.
 """
 
 import errno
+import fcntl
 import itertools
 import os
 import signal
 import stat
+import threading
 
 import pytest
 
@@ -175,7 +177,9 @@ def test_a_leftover_previous_directory_is_dropped_when_the_output_was_written_si
 def test_two_names_of_one_output_are_refused(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")
-    with pytest.raises(FashionError, match="is given for two outputs"):
+    with pytest.raises(FashionError, match=f"^{tmp_path / 'alias/metrics.json'} is given for two "
+                                           "outputs, or one holds the other; give each output a "
+                                           "path of its own$"):
         with fileio.outputs() as staged:
             staged.file(tmp_path / "real/metrics.json", b"{}")
             staged.file(tmp_path / "alias/metrics.json", b"{}")
@@ -254,8 +258,9 @@ def test_a_directory_holding_the_working_directory_or_the_code_is_never_replaced
     # Where fileio takes the package to be: a stand-in, so that a broken check replaces no code.
     monkeypatch.setattr(fileio, "__file__", str(code / "fileio.py"))
     before = snapshot(tmp_path)
-    with pytest.raises(FashionError, match=r"refusing to replace .*: it holds (the working "
-                                           r"directory|this project's code); give the output"):
+    with pytest.raises(FashionError, match=r"^refusing to replace .*: it holds (the working "
+                                           r"directory|this project's code); give the output a "
+                                           r"directory of its own$"):
         with fileio.staged_dir(given.format(cwd=work, code=code)) as staging:
             (staging / "events").write_bytes(b"new run")
     assert snapshot(tmp_path) == before
@@ -278,7 +283,8 @@ def test_a_directory_holding_files_the_writer_does_not_write_is_refused_untouche
     (logdir / "events").write_bytes(b"a previous run")
     before = snapshot(tmp_path)
     with pytest.raises(FashionError, match=rf"^refusing to replace {logdir}: it holds {foreign}, "
-                                           "which this stage does not write; choose another path"):
+                                           "which this stage does not write; choose another path, "
+                                           "or move the directory's contents away first$"):
         with fileio.staged_dir(logdir, EVENTS) as staging:
             (staging / "events").write_bytes(b"new run")
     assert snapshot(tmp_path) == before
@@ -287,7 +293,9 @@ def test_a_directory_holding_files_the_writer_does_not_write_is_refused_untouche
 
 def test_a_file_where_a_directory_output_goes_is_refused_untouched(tmp_path):
     (tmp_path / ".bashrc").write_bytes(b"alias ll='ls -l'")
-    with pytest.raises(FashionError, match="refusing to replace .*: it is a file"):
+    with pytest.raises(FashionError, match=f"^refusing to replace {tmp_path / '.bashrc'}: it is a "
+                                           "file, and this output is a directory; remove the file "
+                                           "or choose another path$"):
         with fileio.staged_dir(tmp_path / ".bashrc", EVENTS):
             pass
     assert snapshot(tmp_path) == {".bashrc": b"alias ll='ls -l'"}
@@ -351,3 +359,67 @@ def test_without_hard_links_a_file_is_replaced_and_put_back_by_moving(tmp_path, 
             staged.file(tmp_path / "metrics.json", b"{}")
     assert snapshot(tmp_path) == {"model.pt": b"new weights"}
     assert_no_leftovers(tmp_path)
+
+
+def test_a_symlink_to_a_directory_inside_an_output_is_judged_by_its_name(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/events").write_bytes(b"not this writer's")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/shared").symlink_to(tmp_path / "elsewhere")
+    before = snapshot(tmp_path)
+    with pytest.raises(FashionError, match="it holds shared, which this stage does not write"):
+        with fileio.staged_dir(tmp_path / "logs", EVENTS) as staging:
+            (staging / "events").write_bytes(b"new run")
+    assert snapshot(tmp_path) == before
+
+
+def test_outputs_are_staged_beside_their_destination_whose_folders_are_made(tmp_path):
+    with fileio.outputs() as staged:
+        staged.file(tmp_path / "a/b/metrics.json", b"{}")
+        # Beside it, under a name the next write recognises as its own leftover.
+        assert [p.name.startswith(".metrics.json.tmp-") for p in (tmp_path / "a/b").iterdir()] == [True]
+    assert snapshot(tmp_path) == {"a/b/metrics.json": b"{}"}
+
+
+def test_json_outputs_are_indented_end_in_a_newline_and_refuse_nan():
+    assert fileio.json_bytes({"loss": 0.5, "steps": [1, 2]}) == (
+        b'{\n  "loss": 0.5,\n  "steps": [\n    1,\n    2\n  ]\n}\n')
+    with pytest.raises(ValueError):
+        fileio.json_bytes({"loss": float("nan")})
+
+
+def test_a_write_waits_for_another_run_swapping_in_the_same_folder(tmp_path):
+    (tmp_path / "out").mkdir()
+    held = os.open(tmp_path / "out", os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as another run's swap holds it
+    errors = []
+
+    def write():
+        try:
+            fileio.write_bytes(tmp_path / "out/metrics.json", b"{}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive() and not (tmp_path / "out/metrics.json").exists()
+    os.close(held)
+    writer.join(5)
+    assert not errors and (tmp_path / "out/metrics.json").read_bytes() == b"{}"
+
+
+def test_leftovers_are_cleared_around_a_run_still_in_progress(tmp_path):
+    locks = []
+    for name in ("a", "b", "c", "d", "e"):
+        (tmp_path / f".metrics.json.tmp-{name}").mkdir()
+        if name in ("a", "e"):  # two runs in progress, first and last made
+            locks.append(os.open(tmp_path / f".metrics.json.tmp-{name}", os.O_RDONLY))
+            fcntl.flock(locks[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fileio.write_bytes(tmp_path / "metrics.json", b"{}")
+    finally:
+        for fd in locks:
+            os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".metrics.json.tmp-a", ".metrics.json.tmp-e", "metrics.json"]

