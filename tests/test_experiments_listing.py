@@ -4,6 +4,7 @@ minutes of tests/test_experiments.py, which runs the project's own pipeline."""
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -77,6 +78,12 @@ def test_an_experiment_that_changes_nothing_says_so():
     assert experiments.changes({"lr": 0.2, "seed": 1}) == "lr=0.2 seed=1"
 
 
+def test_a_revision_dvc_reports_without_params_or_metrics_lists_with_none():
+    # `dvc exp show --json` leaves out params.yaml for a commit whose pipeline reads none.
+    bare = experiments._experiment({"rev": "f" * 40, "data": {"params": {}}}, "bare", {"lr": 0.1})
+    assert (bare.params, bare.changed, bare.metrics, bare.deps, bare.timestamp) == ({}, {}, {}, {}, None)
+
+
 def test_dvc_failing_is_one_line_with_dvc_s_reason(tmp_path):
     with pytest.raises(FashionError) as failed:
         experiments.show(tmp_path)
@@ -86,7 +93,7 @@ def test_dvc_failing_is_one_line_with_dvc_s_reason(tmp_path):
 
 
 def test_gathering_copies_each_experiment_s_logs_from_the_cache(repo, tmp_path):
-    out = tmp_path / "out"
+    out = tmp_path / "views" / "out"  # its parent made too
     copied, uncached, failed = experiments.gather(repo, out)
     assert (copied, uncached, failed) == (["main (baseline)", "faster (lr=0.2)"], [], [])
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
@@ -106,6 +113,20 @@ def test_an_experiment_that_cannot_be_copied_is_left_out_with_why(repo, tmp_path
     assert (out / "faster (lr=0.2)").read_bytes() == b"in the way"
 
 
+def test_a_copy_that_fails_halfway_leaves_nothing_and_the_next_experiment_is_copied(repo, tmp_path):
+    out = tmp_path / "out"
+    (out / "main (baseline)").mkdir(parents=True)
+    (out / "main (baseline)/train").write_bytes(b"in the way")  # the copy fails inside the run
+    copied, uncached, failed = experiments.gather(repo, out)
+    assert (copied, uncached) == (["faster (lr=0.2)"], [])
+    [reason] = failed
+    # The error's own words, on one line: the OS error and the path it names.
+    assert re.fullmatch(r"main \(baseline\) \(\[Errno \d+\] [^\n]*main \(baseline\)/train[^\n]*\)",
+                        reason), reason
+    assert not (out / "main (baseline)").exists()  # the half-made run removed
+    assert (out / "faster (lr=0.2)/train/events").read_text() == "lr 0.2"
+
+
 def test_logs_missing_from_the_cache_are_named_and_the_rest_copied(repo, tmp_path, env):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(repo), str(clone))  # no DVC cache, and no experiments
@@ -120,7 +141,8 @@ def test_logs_missing_from_the_cache_are_named_and_the_rest_copied(repo, tmp_pat
 def test_run_names_are_short_distinct_and_readable(tmp_path):
     long_value = "x" * 300
     labels = [f"exp-a (lr={long_value}1)", f"exp-a (lr={long_value}2)", "main (baseline)",
-              "a/b (seed=1)", "..", "é" * 200, "é" * 200 + "!", "tab\there"]
+              "a/b (seed=1)", "..", "é" * 200, "é" * 200 + "!", "tab\there", "a" + "é" * 200,
+              "b" * 120, "c" * 121, ".", " lead" + " " * 200, "x" * 107 + " tail" * 10]
     taken: set[str] = set()
     names = []
     for label in labels:
@@ -137,8 +159,22 @@ def test_run_names_are_short_distinct_and_readable(tmp_path):
     assert names[4] == f"..... {hashlib.sha256(b'..').hexdigest()[:8]}"
     # A character cut in half is dropped whole: 54 two-byte letters fit beside the suffix.
     assert names[5] == "é" * 54 + f"... {hashlib.sha256(labels[5].encode()).hexdigest()[:8]}"
+    assert names[8] == "a" + "é" * 53 + f"... {hashlib.sha256(labels[8].encode()).hexdigest()[:8]}"
+    # 120 bytes fit as they are, 121 do not; "." and ".." would name the folder or its parent.
+    assert names[9] == labels[9]
+    assert names[10] == "c" * 108 + f"... {hashlib.sha256(labels[10].encode()).hexdigest()[:8]}"
+    assert names[11] == f".... {hashlib.sha256(b'.').hexdigest()[:8]}"
+    # Spaces at the cut are dropped, those that start the label kept.
+    assert names[12] == " lead... " + hashlib.sha256(labels[12].encode()).hexdigest()[:8]
+    assert names[13] == "x" * 107 + "... " + hashlib.sha256(labels[13].encode()).hexdigest()[:8]
     # A name taken gets a longer hash until it is free.
     first = experiments.run_name("main (baseline)", {"main (baseline)"})
     longer = experiments.run_name("main (baseline)", {"main (baseline)", first})
     assert longer == first + hashlib.sha256(b"main (baseline)").hexdigest()[8]
     assert os.path.basename(first) == first
+    # Every length of the hash taken up to its whole 64 digits: the whole is the last one tried.
+    digest = hashlib.sha256(b"main (baseline)").hexdigest()
+    taken = {"main (baseline)"} | {f"main (baseline)... {digest[:n]}" for n in range(8, 64)}
+    assert experiments.run_name("main (baseline)", taken) == f"main (baseline)... {digest}"
+    with pytest.raises(AssertionError, match="^two labels with one SHA-256$"):
+        experiments.run_name("main (baseline)", taken | {f"main (baseline)... {digest}"})

@@ -191,6 +191,10 @@ def test_a_mirror_list_gives_where_to_ask_what_to_send_and_what_to_show():
 @pytest.mark.parametrize("item, message", [
     ("ftp://reader:s3cret@example.com/", f"mirror 'ftp://***@example.com/' is not supported; {HINT}"),
     ("http://reader:s3cret@[::1/", f"mirror 'http://***@[::1/' is not a valid URL (Invalid IPv6 URL); {HINT}"),
+    # An unencoded / in the password ends the host early: the parser's own reason would quote it.
+    ("http://reader:xyzzy/plugh@example.com/", "mirror 'http://***@example.com/' is not a valid URL (a "
+     "/ ? # in its user name or password, or an @ in its path, must be percent-encoded: %2F %3F %23 "
+     f"%40); {HINT}"),
     ("http://127.0.0.1:99999/", "mirror 'http://127.0.0.1:99999/' is not a valid URL (Port out of range "
                                 f"0-65535); {HINT}"),
     ("https://reader:s3cret@/fashion/", f"mirror 'https://***@/fashion/' names no host; {HINT}"),

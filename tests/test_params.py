@@ -190,3 +190,27 @@ def test_two_list_values_are_each_refused_as_values_not_as_nesting(tmp_path):
     assert str(refused.value).endswith(": YAML anchors and aliases (& and *) are not accepted; params "
                                        "are flat `key: value` lines, so write each value out")
 
+
+
+def test_a_nested_value_after_a_list_value_is_still_refused_as_nesting(tmp_path):
+    # The depth count comes back to the mapping's after each list.
+    with pytest.raises(ParamsError, match=r"params.yaml, line 2: a list or mapping nested in a value"):
+        params.load(write(tmp_path, "lr: [0.1]\nmomentum: [[0.9]]\n"), ())
+
+
+def test_a_second_document_is_refused_as_yaml_not_as_nesting(tmp_path):
+    path = write(tmp_path, "lr: 0.1\n---\nmomentum: [0.9]\n")
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value) == (f"{path} is not valid YAML (line 2: expected a single document in "
+                                  "the stream, but found another document); fix it there")
+
+
+def test_a_python_object_tag_is_never_built(tmp_path):
+    # The safe loader knows no python/ tags: refused as YAML, never turned into a value.
+    path = write(tmp_path, 'lr: !!python/object/apply:os.system ["echo hi"]\n')
+    with pytest.raises(ParamsError) as refused:
+        params.load(path, ())
+    assert str(refused.value).startswith(
+        f"{path} is not valid YAML (line 1: could not determine a constructor for the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.system'")

@@ -95,3 +95,19 @@ def test_tracing_the_graph_warns_of_nothing(tmp_path, data_dir):
         visualize.run(params={"seed": 0, "batch_size": 4, "embedding_samples": 10},
                       data_dir=data_dir, logdir=tmp_path / "runs")
     assert [str(w.message) for w in caught if "trace" in str(w.message).lower()] == []
+
+
+def test_the_net_is_traced_once_for_the_graph(tmp_path, data_dir, monkeypatch):
+    # add_graph's own trace check would run the net again to compare outputs: time and an import
+    # of torch.distributed for nothing, as the graph's bytes are the same.
+    calls = []
+    initial_net = model.initial_net
+
+    def counted(seed):
+        net = initial_net(seed)
+        net.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+        return net
+    monkeypatch.setattr(model, "initial_net", counted)
+    visualize.run(params={"seed": 0, "batch_size": 4, "embedding_samples": 10},
+                  data_dir=data_dir, logdir=tmp_path / "runs")
+    assert calls == [4]
