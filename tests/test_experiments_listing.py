@@ -69,6 +69,11 @@ def test_the_listing_holds_the_baseline_then_each_finished_experiment(repo):
     assert (base.label, faster.label) == ("main (baseline)", "faster (lr=0.2)")
     assert faster.metric("metrics.json", "accuracy") == 0.4
     assert faster.metric("metrics.json", "loss") is None and faster.metric("other.json", "x") is None
+    # DVC applied the last experiment run to the workspace: its results, under the name workspace.
+    workspace = listing.workspace
+    assert (workspace.rev, workspace.name, workspace.params, workspace.baseline) == (
+        "workspace", "workspace", {"lr": 0.2, "seed": 0}, False)
+    assert workspace.metrics == {"metrics.json": {"accuracy": 0.4}}
 
 
 def test_an_experiment_that_changes_nothing_says_so():

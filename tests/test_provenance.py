@@ -3,12 +3,22 @@ the host record beside it, in real git repositories."""
 
 import hashlib
 import json
+import platform
+import re
 import shutil
+import sys
+from pathlib import Path
+
+import google.protobuf
+import matplotlib
+import numpy
+import PIL
+import tensorboard
 
 import pytest
 import torch
 
-from fashion import fileio, provenance
+from fashion import determinism, fileio, provenance
 from fashion.data import MANIFEST
 from tests.conftest import git
 
@@ -26,11 +36,11 @@ def data_dir(dataset, tmp_path):
 
 @pytest.mark.parametrize("edited, changed", [
     (None, False), ("fashion/model.py", True), ("scripts/train.py", True), ("dvc.yaml", True),
-    ("requirements.txt", True), ("Makefile", False),
+    ("requirements.txt", True), ("Makefile", False), ("fashion/untracked_notes.py", False),
 ])
 def test_git_code_changed_follows_edits_to_what_the_stages_depend_on(repo, data_dir, monkeypatch,
                                                                       edited, changed):
-    if edited:
+    if edited:  # appended to; an untracked file is created (dvc.lock names each file the stages use)
         with open(repo / edited, "a") as f:
             f.write("\n# edited\n")
     monkeypatch.chdir(repo)
@@ -76,3 +86,31 @@ def test_a_host_record_counts_only_for_the_record_it_was_written_with(data_dir, 
     record = json.loads(path.read_text())
     path.write_bytes(fileio.json_bytes({**record, "params_sha256": "another"}))
     assert provenance.read_host(path) is None
+
+
+def test_the_record_on_the_cpu_is_each_library_s_own_version_and_no_gpu(data_dir):
+    record = provenance.record(torch.device("cpu"), {"lr": 0.001}, data_dir)
+    sums = dict(reversed(line.split()) for line in (data_dir / MANIFEST).read_text().splitlines())
+    assert record == {
+        "params_sha256": hashlib.sha256(b'{"lr": 0.001}').hexdigest(),
+        "data_sha256": sums,
+        "system": platform.system(), "machine": platform.machine(),
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "torch": torch.__version__, "numpy": numpy.__version__,
+        "matplotlib": matplotlib.__version__, "pillow": PIL.__version__,
+        "protobuf": google.protobuf.__version__, "tensorboard": tensorboard.__version__,
+        "device": "cpu", "gpu": None, "cuda": None, "cudnn": None,  # even in a CUDA build of torch
+        **determinism.flags(),
+    }
+
+
+def test_the_host_record_names_the_cpu_as_proc_cpuinfo_does(data_dir):
+    host = provenance.host(b"{}")
+    assert host.keys() == {"record_sha256", "cpu", "cpu_capability", "python", "threads",
+                           "git_commit", "git_code_changed"}
+    assert host["record_sha256"] == hashlib.sha256(b"{}").hexdigest()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    names = re.findall(r"^model name\s*: (.+)$", cpuinfo.read_text(), re.MULTILINE)
+    assert host["cpu"] == (names[0].strip() if names else platform.processor() or platform.machine())
