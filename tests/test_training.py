@@ -229,6 +229,18 @@ def train_stage(data_dir, out, **changes) -> training.TrainResult:
                         plots_path=out / "loss.csv", logdir=out / "runs")
 
 
+def test_the_stage_trains_on_one_thread_at_a_small_batch_and_records_it(tmp_path, data_dir):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_stage(data_dir, tmp_path / "out")
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    host = json.loads((tmp_path / "out/prov.host.json").read_text())
+    assert (threads, host["threads"]) == (1, 1)
+
+
 def test_the_stage_draws_each_log_point_s_batch_and_reports_the_last_window(
         tmp_path, data_dir, monkeypatch):
     submitted = []
@@ -405,6 +417,7 @@ def test_log_every_that_logs_only_the_end_or_minutes_of_figures_is_warned_of():
     assert "which take some 120 s to draw" in training.logging_warning(1999, 1)
     assert "which take some 2 minutes to draw" in training.logging_warning(2000, 1)
     assert "which take some 3 minutes to draw" in training.logging_warning(3000, 1)
+    assert "which take some 60 minutes to draw" in training.logging_warning(60000, 1)
     assert training.logging_warning(200, 201) == (
         "log_every is 201 but this run trains on 200 images, so TensorBoard will show one loss "
         "point and figure, at the end; lower log_every to see training's course.")
