@@ -106,13 +106,13 @@ def test_epoch_batches_cover_every_index_once_and_repeat_with_the_seed():
 
 def test_a_binary_mode_sha256sum_file_is_read(tmp_path):
     # `sha256sum -b` marks each name with '*': the reference here is the tool itself.
-    for name, content in (("a-file", b"one"), ("b-file", b"two")):
+    for name, content in (("a-file", b"one"), ("X-file", b"two")):
         (tmp_path / name).write_bytes(content)
-    text = subprocess.run(["sha256sum", "-b", "a-file", "b-file"], cwd=tmp_path, check=True,
+    text = subprocess.run(["sha256sum", "-b", "a-file", "X-file"], cwd=tmp_path, check=True,
                           capture_output=True, text=True).stdout
     assert "*a-file" in text
     assert data.parse_checksums(text, "sums") == {"a-file": hashlib.sha256(b"one").hexdigest(),
-                                                  "b-file": hashlib.sha256(b"two").hexdigest()}
+                                                  "X-file": hashlib.sha256(b"two").hexdigest()}
 
 
 def test_checksum_files_allow_indented_comments_and_name_themselves_in_errors(tmp_path):
@@ -156,14 +156,15 @@ def test_each_problem_with_a_fetched_file_is_one_sentence_saying_what_to_run(tmp
     b"\x00\x00\x09\x01" + b"\x00" * 8,          # signed bytes (0x09), not unsigned
     b"\x00\x00\x08\x04" + b"\x00\x00\x00\x01" * 4 + b"\x00",  # four dimensions
 ], ids=["empty", "short", "signed", "4-d"])
-def test_what_is_not_an_idx_file_of_unsigned_bytes_is_refused_by_name(data_dir, content):
-    (data_dir / "train-labels-idx1-ubyte").write_bytes(content)
+@pytest.mark.parametrize("name", ["train-labels-idx1-ubyte", "train-images-idx3-ubyte"])
+def test_what_is_not_an_idx_file_of_unsigned_bytes_is_refused_by_name(data_dir, content, name):
+    (data_dir / name).write_bytes(content)
     manifest = data.read_checksums(data_dir / data.MANIFEST)
-    manifest["train-labels-idx1-ubyte"] = data.sha256(content)
+    manifest[name] = data.sha256(content)
     (data_dir / data.MANIFEST).write_text(data.format_checksums(manifest))
     with pytest.raises(DataError) as refused:
         data.load_split(data_dir, "train")
-    assert str(refused.value) == "train-labels-idx1-ubyte is not an IDX file of unsigned bytes"
+    assert str(refused.value) == f"{name} is not an IDX file of unsigned bytes"
 
 
 def test_a_header_alone_is_too_short_not_foreign():

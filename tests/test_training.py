@@ -213,6 +213,14 @@ def test_batch_larger_than_dataset(train_set):
     assert result.steps == 1 and [p.images for p in result.points] == [50]
 
 
+def test_outputs_that_the_last_update_made_infinite_are_divergence_too(train_set):
+    # One step of 50: its loss was finite, the update it made was not.
+    with pytest.raises(TrainingError) as diverged:
+        fit(train_set, lr=1e20, batch_size=50, epochs=1, log_every=1000)
+    assert str(diverged.value) == ("training diverged: after the last update (step 0) the network's "
+                                   "outputs were not finite (lr=1e+20); lower lr")
+
+
 def test_divergence_stops_with_the_step(train_set):
     # No log point in 2 epochs of 13 steps: the end of the first epoch (step 12) catches it.
     with pytest.raises(TrainingError, match=r"training diverged: the loss was (nan|inf) by step 12 "
