@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_the_listing_holds_the_baseline_then_each_finished_experiment(repo):
     assert (workspace.rev, workspace.name, workspace.params, workspace.baseline) == (
         "workspace", "workspace", {"lr": 0.2, "seed": 0}, False)
     assert workspace.metrics == {"metrics.json": {"accuracy": 0.4}}
+
+
+def test_on_a_detached_head_the_baseline_is_named_by_its_short_commit(repo, tmp_path):
+    # As CI checks out a commit that no local branch holds: nothing for DVC to name it by.
+    detached = tmp_path / "detached"
+    shutil.copytree(repo, detached, symlinks=True)
+    git(detached, "checkout", "-q", "--detach")
+    git(detached, "branch", "-q", "-D", "main")  # no branch holds the commit
+    base, faster = experiments.load(detached).finished
+    assert (base.name, base.label) == (base.rev[:7], f"{base.rev[:7]} (baseline)")
+    assert (faster.name, faster.params) == ("faster", {"lr": 0.2, "seed": 0})
 
 
 def test_an_experiment_that_changes_nothing_says_so():

@@ -195,6 +195,8 @@ def test_a_mirror_list_gives_where_to_ask_what_to_send_and_what_to_show():
     ("http://reader:xyzzy/plugh@example.com/", "mirror 'http://***@example.com/' is not a valid URL (a "
      "/ ? # in its user name or password, or an @ in its path, must be percent-encoded: %2F %3F %23 "
      f"%40); {HINT}"),
+    ("http://example.com/data@2/", "mirror 'http://***@2/' has an @ after its host: a / ? # in its "
+     "user name or password, or an @ in its path, must be percent-encoded: %2F %3F %23 %40"),
     ("http://127.0.0.1:99999/", "mirror 'http://127.0.0.1:99999/' is not a valid URL (Port out of range "
                                 f"0-65535); {HINT}"),
     ("https://reader:s3cret@/fashion/", f"mirror 'https://***@/fashion/' names no host; {HINT}"),
