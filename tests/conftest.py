@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # A developer's FASHION_FILL_UNINITIALIZED=1 (kept to check another PyTorch release) would change
 # what the provenance tests expect; the tests that want the fill set it themselves.
 os.environ.pop("FASHION_FILL_UNINITIALIZED", None)
+# A shell starts a background job (`make test &`, nohup) with Ctrl-C ignored, and a stage run by
+# a test would inherit that: the interrupt tests need Ctrl-C to act as in a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 # What a fresh clone needs to run the pipeline; outputs and the committed baseline stay behind.
 PROJECT_FILES = ("fashion", "scripts", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore",
                  ".dvcignore", ".gitignore", "Makefile", "requirements.txt", "requirements-dev.in",
