@@ -11,6 +11,7 @@ within a second of the test ending, whatever state their clients left them in.
 import gzip
 import os
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -168,6 +169,13 @@ def interrupted(handler, body):
     """The connection drops halfway through a body of the declared length."""
     _half_body(handler, body)
     handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def reset(handler, body):
+    """Headers and half the body, then a TCP reset instead of the rest."""
+    _half_body(handler, body)
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.connection.close()
 
 
 def stalled(handler, body):

@@ -111,6 +111,14 @@ def test_the_documented_recipe_returns_to_the_commit_after_a_refused_experiment(
     assert json.loads(dvc(repo, env, "status", "--json").stdout) == {}
 
 
+def committed_pipeline(tmp_path, env):
+    """A repo whose pipeline ran once and was committed, and the venv's python that runs its stages."""
+    repo = make_repo(tmp_path / "repo")
+    dvc(repo, env, "repro")
+    commit(repo, "baseline")
+    return repo, env["PATH"].split(":")[0] + "/python"
+
+
 def damage_the_cache_copy(repo, path: str, good: bytes) -> bytes:
     """Change a byte on disk in the cache copy of `path`, whose intact content is `good` (a bad
     sector, a stray write), near the end: in the model, inside a tensor. Returns the damaged
@@ -129,13 +137,10 @@ def damage_the_cache_copy(repo, path: str, good: bytes) -> bytes:
 @pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
                          ids=["model", "data"])
 def test_a_damaged_cache_copy_is_named_and_each_advice_given_repairs_it(tmp_path, env, damaged):
-    repo = make_repo(tmp_path / "repo")
-    dvc(repo, env, "repro")
-    commit(repo, "baseline")
+    repo, python = committed_pipeline(tmp_path, env)
     dvc(repo, env, "remote", "add", "-d", "store", str(tmp_path / "store"))
     dvc(repo, env, "push")  # an intact copy elsewhere, for the `dvc pull` advice
     good = (repo / damaged).read_bytes()
-    python = env["PATH"].split(":")[0] + "/python"
     for advice in ("rebuild", "pull"):
         content = damage_the_cache_copy(repo, damaged, good)
         # What a user does first: `dvc checkout` brings the damaged copy back and says nothing.
@@ -162,12 +167,9 @@ def test_a_damaged_cache_copy_is_named_and_each_advice_given_repairs_it(tmp_path
 @pytest.mark.parametrize("damaged", ["models/model.pt", "data/fashion-mnist/t10k-images-idx3-ubyte"],
                          ids=["model", "data"])
 def test_a_damaged_workspace_file_is_restored_by_the_checkout_advice(tmp_path, env, damaged):
-    repo = make_repo(tmp_path / "repo")
-    dvc(repo, env, "repro")
-    commit(repo, "baseline")
+    repo, python = committed_pipeline(tmp_path, env)
     good = (repo / damaged).read_bytes()
     (repo / damaged).write_bytes(good[:-100])  # the cache copy stays intact
-    python = env["PATH"].split(":")[0] + "/python"
     done = run([python, "scripts/evaluate.py"], repo, env, check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     checkout, = [command for command in re.findall(r"`([^`]+)`", done.stderr)

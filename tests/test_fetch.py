@@ -8,8 +8,6 @@ import gzip
 import hashlib
 import random
 import re
-import socket
-import struct
 import zlib
 
 import pytest
@@ -368,17 +366,6 @@ def unsized(handler, body):
     handler.wfile.write(body)
 
 
-def reset(handler, body):
-    """Headers and half the body, then a TCP reset instead of the rest."""
-    handler.send_response(200)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body[:len(body) // 2])
-    handler.wfile.flush()
-    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    handler.connection.close()
-
-
 def why_not(source: str, name: str = data.FILES[0], **kwargs) -> str:
     """The reason fetch_file gives for `source` not delivering `name`."""
     with pytest.raises(FetchError) as failed:
@@ -394,7 +381,7 @@ def test_a_download_that_breaks_off_or_stalls_says_how(dataset):
     with fs.Mirror(mirror, {"*": unsized}) as plain:  # no length: whatever arrives is the whole
         assert data.sha256(fetch.fetch_file(name, expected, fetch.parse_sources(plain.url), timeout=5,
                                             retries=0, max_bytes=10**6, unreachable={})) == expected
-    with fs.Mirror(mirror, {"*": reset}) as broken:
+    with fs.Mirror(mirror, {"*": fs.reset}) as broken:
         assert why_not(broken.url) == "download broke off (ConnectionResetError) (1 attempt)"
     with fs.Mirror(mirror, {"*": fs.stalled}) as stalled:
         assert why_not(stalled.url, timeout=0.3) == "timed out while downloading (1 attempt)"
